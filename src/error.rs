@@ -1,0 +1,117 @@
+//! Errors on the request path, each mapped to the status and error code that SPEC fixes, and to
+//! a bounded metric label. The matches are exhaustive on purpose: a new variant must be given a
+//! status and a label before it compiles.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// Why hookgate answered a request itself instead of relaying the upstream's response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The upstream refused or could not be reached within `upstream.connect_timeout`.
+    #[error("upstream unavailable: {0}")]
+    UpstreamConnect(String),
+    /// The connection to the upstream broke before its response headers arrived.
+    #[error("upstream closed the connection: {0}")]
+    UpstreamReset(String),
+    /// The upstream did not send response headers within `upstream.request_timeout`.
+    #[error("upstream did not answer within {0:?}")]
+    UpstreamTimeout(std::time::Duration),
+    /// The request body is larger than `limits.max_body`.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::UpstreamConnect(_) | Self::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        }
+    }
+
+    /// The `error` field of the JSON body (SPEC "Status codes").
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UpstreamConnect(_) | Self::UpstreamReset(_) => "upstream_unavailable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::BodyTooLarge(_) => "body_too_large",
+        }
+    }
+
+    /// The `kind` label of `hookgate_upstream_errors_total`, for upstream failures.
+    pub fn upstream_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::UpstreamConnect(_) => Some("connect"),
+            Self::UpstreamReset(_) => Some("reset"),
+            Self::UpstreamTimeout(_) => Some("timeout"),
+            Self::BodyTooLarge(_) => None,
+        }
+    }
+
+    pub fn to_response(&self) -> Response<Full<Bytes>> {
+        json_response(self.status(), self.code(), &self.to_string())
+    }
+}
+
+/// `{"error": "<code>", "message": "..."}` with the given status.
+pub fn json_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = format!(
+        "{{\"error\":\"{}\",\"message\":\"{}\"}}\n",
+        json_escape(code),
+        json_escape(message)
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_codes_follow_spec() {
+        let cases = [
+            (ProxyError::UpstreamConnect("x".into()), 502, "upstream_unavailable"),
+            (ProxyError::UpstreamReset("x".into()), 502, "upstream_unavailable"),
+            (
+                ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
+                504,
+                "upstream_timeout",
+            ),
+            (ProxyError::BodyTooLarge(1), 413, "body_too_large"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!(e.status().as_u16(), status);
+            assert_eq!(e.code(), code);
+        }
+    }
+
+    #[test]
+    fn json_is_escaped() {
+        assert_eq!(json_escape("a \"b\"\n\u{1}"), "a \\\"b\\\"\\n\\u0001");
+    }
+}

@@ -1,0 +1,107 @@
+//! hookgate: an mTLS-terminating sidecar for webhook receivers.
+//!
+//! The binary is a thin shell over this library so that tests drive the real proxy in-process:
+//! [`prepare`] loads and checks everything (binding nothing), [`start`] binds and serves, and
+//! the returned [`Server`] reports its address and shuts down gracefully.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod identity;
+pub mod listener;
+pub mod logging;
+pub mod pki;
+pub mod proxy;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+pub use config::{Config, ConfigError, ConfigErrors};
+pub use tls::Material;
+
+/// A config with every file it names loaded and checked: ready to bind.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub config: Config,
+    pub material: Material,
+}
+
+/// Reads the config at `path` and every file it names, reporting all problems at once.
+pub fn prepare(path: &Path) -> Result<Prepared, ConfigErrors> {
+    let config = Config::load(path)?;
+    prepare_config(config)
+}
+
+/// Loads the files that an already validated config names.
+pub fn prepare_config(config: Config) -> Result<Prepared, ConfigErrors> {
+    let material = Material::load(&config.tls, &config.source).map_err(ConfigErrors)?;
+    Ok(Prepared { config, material })
+}
+
+/// A running proxy.
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// The TLS listener's address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting, lets in-flight requests finish within `shutdown.grace_period`, and
+    /// returns when the listener task is done.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the TLS listener and serves in the background. Must be called inside a tokio
+/// runtime.
+pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
+    let Prepared { config, material } = prepared;
+    let server_config = material
+        .server_config(&config.tls)
+        .map_err(|e| std::io::Error::other(format!("building the TLS config: {e}")))?;
+    let listener = TcpListener::bind(config.listen).await?;
+    let local_addr = listener.local_addr()?;
+    let shared = Arc::new(proxy::Shared {
+        client: upstream::client(&config.upstream),
+        request_timeout: config.upstream.request_timeout,
+        max_body: config.limits.max_body,
+        request_ids: proxy::RequestIds::default(),
+    });
+    let state = Arc::new(listener::ListenerState {
+        acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+        shared,
+        handshake_timeout: config.tls.handshake_timeout,
+        headers: config.headers,
+        http: listener::ListenerState::http_builder(&config.limits),
+        connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+    });
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(listener::serve(
+        listener,
+        state,
+        rx,
+        config.shutdown.grace_period,
+    ));
+    tracing::info!(listen = %local_addr, upstream = %config.upstream.target, "hookgate listening");
+    Ok(Server {
+        local_addr,
+        shutdown: tx,
+        task,
+    })
+}

@@ -1,0 +1,188 @@
+//! Minting throwaway PKIs with rcgen: the demo's Wise-shaped chain, and every certificate the
+//! tests need (expired, wrong usage, self-signed, ...). Nothing minted here is ever trusted by
+//! a real deployment; it lives in memory or in a temp dir.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::OffsetDateTime;
+
+pub use rcgen::Error;
+
+/// A CA that can issue certificates.
+pub struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    /// A self-signed root CA.
+    pub fn root(cn: &str, org: &str) -> Result<Self, Error> {
+        let params = ca_params(cn, org, BasicConstraints::Unconstrained);
+        Ok(Self {
+            issuer: CertifiedIssuer::self_signed(params, KeyPair::generate()?)?,
+        })
+    }
+
+    /// An intermediate CA issued by this one.
+    pub fn intermediate(&self, cn: &str, org: &str) -> Result<Self, Error> {
+        let params = ca_params(cn, org, BasicConstraints::Constrained(0));
+        Ok(Self {
+            issuer: CertifiedIssuer::signed_by(params, KeyPair::generate()?, &self.issuer)?,
+        })
+    }
+
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.issuer.der().clone()
+    }
+
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// Issues an end-entity certificate as `spec` describes.
+    pub fn issue(&self, spec: &LeafSpec) -> Result<Leaf, Error> {
+        let key = KeyPair::generate()?;
+        let cert = spec.params()?.signed_by(&key, &self.issuer)?;
+        Ok(Leaf {
+            der: cert.der().clone(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        })
+    }
+}
+
+fn ca_params(cn: &str, org: &str, constraints: BasicConstraints) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    p.distinguished_name = rcgen::DistinguishedName::new();
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name.push(DnType::OrganizationName, org);
+    p.is_ca = IsCa::Ca(constraints);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::from_secs(86_400);
+    p.not_after = now + Duration::from_secs(5 * 365 * 86_400);
+    p
+}
+
+/// What to put in an end-entity certificate.
+#[derive(Debug, Clone)]
+pub struct LeafSpec {
+    pub cn: String,
+    pub org: Option<String>,
+    pub dns: Vec<String>,
+    pub uris: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub eku: Vec<ExtendedKeyUsagePurpose>,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+    pub serial: Option<Vec<u8>>,
+}
+
+impl LeafSpec {
+    /// A client certificate (EKU clientAuth), valid from yesterday for 90 days.
+    pub fn client(cn: &str) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            cn: cn.to_string(),
+            org: None,
+            dns: Vec::new(),
+            uris: Vec::new(),
+            ips: Vec::new(),
+            eku: vec![ExtendedKeyUsagePurpose::ClientAuth],
+            not_before: now - Duration::from_secs(86_400),
+            not_after: now + Duration::from_secs(90 * 86_400),
+            serial: None,
+        }
+    }
+
+    /// A server certificate (EKU serverAuth) for `localhost` and 127.0.0.1.
+    pub fn localhost_server() -> Self {
+        let mut s = Self::client("localhost");
+        s.eku = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        s.dns = vec!["localhost".into()];
+        s.ips = vec![IpAddr::from([127, 0, 0, 1])];
+        s
+    }
+
+    fn params(&self) -> Result<CertificateParams, Error> {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, self.cn.as_str());
+        if let Some(o) = &self.org {
+            p.distinguished_name.push(DnType::OrganizationName, o.as_str());
+        }
+        for d in &self.dns {
+            p.subject_alt_names.push(SanType::DnsName(d.as_str().try_into()?));
+        }
+        for u in &self.uris {
+            p.subject_alt_names.push(SanType::URI(u.as_str().try_into()?));
+        }
+        for ip in &self.ips {
+            p.subject_alt_names.push(SanType::IpAddress(*ip));
+        }
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages.clone_from(&self.eku);
+        p.not_before = self.not_before;
+        p.not_after = self.not_after;
+        p.serial_number = self.serial.as_deref().map(SerialNumber::from_slice);
+        p.use_authority_key_identifier_extension = true;
+        Ok(p)
+    }
+}
+
+/// An issued end-entity certificate and its key.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    pub der: CertificateDer<'static>,
+    pub pem: String,
+    /// PKCS#8 PEM.
+    pub key_pem: String,
+    key_der: Vec<u8>,
+}
+
+impl Leaf {
+    pub fn key_der(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// The demo's PKI, shaped like Wise's: root → intermediate → client leaf, plus a separate
+/// server CA and a server certificate for localhost.
+pub struct DemoPki {
+    pub root: Ca,
+    pub intermediate: Ca,
+    pub client: Leaf,
+    pub server_ca: Ca,
+    pub server: Leaf,
+}
+
+impl DemoPki {
+    pub fn mint() -> Result<Self, Error> {
+        let root = Ca::root("Demo Wise-like Root CA", "hookgate demo")?;
+        let intermediate = root.intermediate("Demo Wise-like Issuing CA", "hookgate demo")?;
+        let mut spec = LeafSpec::client("webhooks.demo.invalid");
+        spec.org = Some("hookgate demo sender".into());
+        spec.dns = vec!["webhooks.demo.invalid".into()];
+        let client = intermediate.issue(&spec)?;
+        let server_ca = Ca::root("Demo Server CA", "hookgate demo")?;
+        let server = server_ca.issue(&LeafSpec::localhost_server())?;
+        Ok(Self {
+            root,
+            intermediate,
+            client,
+            server_ca,
+            server,
+        })
+    }
+}

@@ -1,0 +1,369 @@
+//! The HTTP service: sanitise the request, add the verified-client headers, forward it to the
+//! upstream and relay the response, streaming bodies both ways.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+
+use crate::error::ProxyError;
+use crate::identity::IdentityHeaders;
+use crate::upstream::UpstreamClient;
+
+/// What hookgate sends back: the upstream's streamed body, or its own small JSON body.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// State shared by every connection of one listener.
+pub struct Shared {
+    pub client: UpstreamClient,
+    pub request_timeout: Duration,
+    pub max_body: u64,
+    pub request_ids: RequestIds,
+}
+
+/// State fixed for one client connection: who the client is and where it connects from.
+pub struct ConnCtx {
+    pub shared: Arc<Shared>,
+    pub identity: Arc<IdentityHeaders>,
+    pub forwarded_for: HeaderValue,
+}
+
+/// Handles one request. Never fails: every error becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnCtx>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(match forward(req, &ctx).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(error = %e, code = e.code(), "request answered by hookgate");
+            e.to_response().map(Either::Right)
+        }
+    })
+}
+
+async fn forward(req: Request<Incoming>, ctx: &ConnCtx) -> Result<Response<ProxyBody>, ProxyError> {
+    let shared = &ctx.shared;
+    let (mut parts, body) = req.into_parts();
+
+    // A declared length over the limit is refused before anything is sent upstream.
+    if let Some(len) = content_length(&parts.headers) {
+        if len > shared.max_body {
+            return Err(ProxyError::BodyTooLarge(shared.max_body));
+        }
+    }
+
+    // HTTP/2 carries the host in `:authority`; the upstream speaks HTTP/1.1 and needs `Host`.
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+    }
+
+    strip_hop_by_hop(&mut parts.headers);
+    strip_reserved(&mut parts.headers);
+
+    let h = &mut parts.headers;
+    for (name, value) in &ctx.identity.headers {
+        h.append(name.clone(), value.clone());
+    }
+    h.insert(X_FORWARDED_FOR, ctx.forwarded_for.clone());
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    if !h.contains_key(X_REQUEST_ID) {
+        h.insert(X_REQUEST_ID, shared.request_ids.next());
+    }
+
+    // The URI only keys the connection pool; the connector always dials the configured
+    // upstream and the client sends origin-form (`/path?query`).
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri = Uri::from_parts({
+        let mut p = http::uri::Parts::default();
+        p.scheme = Some(Scheme::HTTP);
+        p.authority = Some(Authority::from_static("upstream"));
+        p.path_and_query = Some(pq);
+        p
+    })
+    .unwrap_or_else(|_| Uri::from_static("http://upstream/"));
+    std::mem::swap(&mut parts.uri, &mut uri);
+    parts.version = Version::HTTP_11;
+
+    let too_large = Arc::new(AtomicBool::new(false));
+    let body = RequestBody {
+        inner: body,
+        remaining: shared.max_body,
+        limit: shared.max_body,
+        tripped: too_large.clone(),
+    };
+    let upstream_req = Request::from_parts(parts, body);
+
+    let result = tokio::time::timeout(shared.request_timeout, shared.client.request(upstream_req))
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout(shared.request_timeout))?;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(_) if too_large.load(Ordering::Relaxed) => {
+            return Err(ProxyError::BodyTooLarge(shared.max_body));
+        }
+        Err(e) if e.is_connect() => return Err(ProxyError::UpstreamConnect(error_chain(&e))),
+        Err(e) => return Err(ProxyError::UpstreamReset(error_chain(&e))),
+    };
+    strip_hop_by_hop(resp.headers_mut());
+    Ok(resp.map(Either::Left))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Removes hop-by-hop fields: those RFC 9110 §7.6.1 names (Connection, Proxy-Connection,
+/// Keep-Alive, TE, Transfer-Encoding, Upgrade) and every field the Connection header lists.
+/// hyper frames the body itself on each side, so Transfer-Encoding is never needed here.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        h.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("proxy-connection"),
+        HeaderName::from_static("keep-alive"),
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        h.remove(name);
+    }
+}
+
+/// Removes every client-sent copy of a header that hookgate sets, so that the app can trust
+/// them. Names match case-insensitively (HeaderMap names are already lower case) and with `_`
+/// taken as `-`, since CGI-style apps map both spellings to the same variable.
+pub fn strip_reserved(h: &mut HeaderMap) {
+    let doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| is_reserved(n.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in doomed {
+        h.remove(name);
+    }
+}
+
+fn is_reserved(name: &[u8]) -> bool {
+    const PREFIXES: [&[u8]; 2] = [b"x-client-cert", b"client-cert"];
+    const EXACT: [&[u8]; 4] = [
+        b"x-forwarded-client-cert",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-signature-verified",
+    ];
+    PREFIXES.iter().any(|p| norm_starts_with(name, p))
+        || EXACT.iter().any(|e| name.len() == e.len() && norm_starts_with(name, e))
+        // X-Request-Id is kept when sent; only its `_` spellings would shadow it.
+        || (name.contains(&b'_') && name.len() == 12 && norm_starts_with(name, b"x-request-id"))
+}
+
+/// `name` starts with `prefix`, comparing `_` in `name` as `-`.
+fn norm_starts_with(name: &[u8], prefix: &[u8]) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .iter()
+            .zip(prefix)
+            .all(|(&a, &b)| a == b || (a == b'_' && b == b'-'))
+}
+
+// === impl RequestBody ===
+
+/// The client's body on its way upstream, cut off with an error once it passes
+/// `limits.max_body`. The error aborts the upstream request mid-body, so the app sees a
+/// broken request, never a truncated one that looks complete.
+pub struct RequestBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+    tripped: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct BodyTooLarge(u64);
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.remaining {
+                        this.tripped.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+                    }
+                    this.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === impl RequestIds ===
+
+/// Generates `X-Request-Id` values shaped like UUIDv4. They need to be unique, not secret: a
+/// random per-process seed and a counter pushed through a bijective mixer give that without a
+/// syscall per request.
+pub struct RequestIds {
+    seed: (u64, u64),
+    counter: AtomicU64,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS's randomness; two of them give 128 random bits.
+        let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let b = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        Self {
+            seed: (a, b),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RequestIds {
+    pub fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let hi = splitmix64(self.seed.0 ^ n);
+        let lo = splitmix64(self.seed.1.wrapping_add(n));
+        let hi = (hi & !0xF000) | 0x4000; // version 4
+        let lo = (lo & !(0b11 << 62)) | (0b10 << 62); // RFC 9562 variant
+        let s = format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            hi >> 32,
+            (hi >> 16) & 0xFFFF,
+            hi & 0xFFFF,
+            lo >> 48,
+            lo & 0xFFFF_FFFF_FFFF
+        );
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `X-Forwarded-For` for a peer: its IP address only, as nginx's `$remote_addr`.
+pub fn forwarded_for(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_names_match_with_underscores_and_prefixes() {
+        for n in [
+            "x-client-cert-subject",
+            "x_client_cert_subject",
+            "x-client-cert",
+            "x-client-certificate-anything",
+            "client-cert",
+            "client_cert_chain",
+            "x-forwarded-client-cert",
+            "x_forwarded_for",
+            "x-forwarded-proto",
+            "x-signature-verified",
+            "x_request_id",
+        ] {
+            assert!(is_reserved(n.as_bytes()), "{n}");
+        }
+        for n in ["x-request-id", "x-forwarded-host", "content-type", "x-client", "x-forwarded-fort"] {
+            assert!(!is_reserved(n.as_bytes()), "{n}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_fields_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn request_ids_are_uuid_shaped_and_unique() {
+        let ids = RequestIds::default();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        let s = a.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"), "{s}");
+    }
+}

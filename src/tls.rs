@@ -1,0 +1,374 @@
+//! TLS: loading the server certificate and key and the client CA bundles, and building the
+//! rustls `ServerConfig` that requires and verifies a client certificate.
+//!
+//! Every file is fully parsed and checked here, before anything is bound, so that a bad file is
+//! a config error (exit 64) rather than a listener that refuses everyone.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pki_types::pem::PemObject;
+use pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::config::{ConfigError, TlsConfig, TlsVersion};
+use crate::identity::{dn_rfc4514, hex, rfc3339};
+
+/// The crypto provider, chosen in one place.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A summary of a certificate for `hookgate check` and logs.
+#[derive(Debug, Clone)]
+pub struct CertSummary {
+    pub subject: String,
+    pub issuer: String,
+    pub sans: Vec<String>,
+    pub not_after: String,
+    pub not_after_unix: i64,
+    pub sha256: String,
+}
+
+impl fmt::Display for CertSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (expires {})", self.subject, self.not_after)
+    }
+}
+
+/// One CA certificate from a `client_ca` bundle, and the role it plays in path building.
+#[derive(Debug, Clone)]
+pub struct CaEntry {
+    pub file: PathBuf,
+    pub summary: CertSummary,
+    /// A trust anchor (self-issued, or whose issuer is not in any bundle), or an intermediate
+    /// that is offered to path building for clients that send only their leaf.
+    pub anchor: bool,
+}
+
+/// Everything the TLS listener needs, loaded and checked.
+#[derive(Clone)]
+pub struct Material {
+    pub server: CertSummary,
+    pub server_chain_len: usize,
+    pub client_cas: Vec<CaEntry>,
+    certified: Arc<CertifiedKey>,
+    roots: Arc<RootCertStore>,
+    intermediates: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl fmt::Debug for Material {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Material")
+            .field("server", &self.server)
+            .field("client_cas", &self.client_cas)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Material {
+    /// Loads `tls.cert`, `tls.key` and every `tls.client_ca` file, reporting every problem.
+    pub fn load(cfg: &TlsConfig, config_file: &Path) -> Result<Self, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut err = |key: &str, message: String| {
+            errors.push(ConfigError {
+                file: config_file.to_path_buf(),
+                key: key.to_string(),
+                message,
+            });
+            false
+        };
+        let provider = provider();
+
+        let chain = match load_certs(&cfg.cert) {
+            Ok(c) if c.is_empty() => {
+                err("tls.cert", format!("{}: no CERTIFICATE PEM block", cfg.cert.display()));
+                None
+            }
+            Ok(c) => Some(c),
+            Err(e) => {
+                err("tls.cert", e);
+                None
+            }
+        };
+        let key = match PrivateKeyDer::from_pem_file(&cfg.key) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                err(
+                    "tls.key",
+                    format!(
+                        "{}: no usable private key (PKCS#8, PKCS#1 or SEC1 PEM): {e}",
+                        cfg.key.display()
+                    ),
+                );
+                None
+            }
+        };
+        let mut server = None;
+        let mut certified = None;
+        if let Some(chain) = &chain {
+            match summarize(&chain[0]) {
+                Ok(s) => server = Some(s),
+                Err(e) => {
+                    err("tls.cert", format!("{}: {e}", cfg.cert.display()));
+                }
+            }
+        }
+        if let (Some(chain), Some(key)) = (chain.clone(), key) {
+            match CertifiedKey::from_der(chain, key, &provider) {
+                Ok(ck) => certified = Some(Arc::new(ck)),
+                Err(rustls::Error::InconsistentKeys(_)) => {
+                    err(
+                        "tls.key",
+                        format!(
+                            "{} does not match the certificate in {} (their public keys differ)",
+                            cfg.key.display(),
+                            cfg.cert.display()
+                        ),
+                    );
+                }
+                Err(e) => {
+                    err("tls.key", format!("{}: unsupported key: {e}", cfg.key.display()));
+                }
+            }
+        }
+
+        let mut bundle: Vec<(PathBuf, CertificateDer<'static>, CertSummary, Vec<u8>, Vec<u8>)> =
+            Vec::new();
+        for (i, file) in cfg.client_ca.iter().enumerate() {
+            let key = format!("tls.client_ca[{i}]");
+            let certs = match load_certs(file) {
+                Ok(c) => c,
+                Err(e) => {
+                    err(&key, e);
+                    continue;
+                }
+            };
+            let mut cas = 0;
+            let mut file_ok = true;
+            for (n, der) in certs.into_iter().enumerate() {
+                let parsed = match X509Certificate::from_der(&der) {
+                    Ok((_, c)) => c,
+                    Err(e) => {
+                        file_ok =
+                            err(&key, format!("{}: certificate #{}: {e}", file.display(), n + 1));
+                        continue;
+                    }
+                };
+                let self_issued = parsed.subject().as_raw() == parsed.issuer().as_raw();
+                let is_ca = match parsed.basic_constraints() {
+                    Ok(Some(bc)) => bc.value.ca,
+                    // A v1 root has no extensions at all; accept it only when self-issued.
+                    Ok(None) => self_issued,
+                    Err(_) => false,
+                };
+                let subject_raw = parsed.subject().as_raw().to_vec();
+                let issuer_raw = parsed.issuer().as_raw().to_vec();
+                let summary = summary_of(&parsed, &der);
+                drop(parsed);
+                if !is_ca {
+                    file_ok = err(
+                        &key,
+                        format!(
+                            "{}: certificate #{} ({}) is not a CA certificate; a client CA \
+                             bundle holds only CAs",
+                            file.display(),
+                            n + 1,
+                            summary.subject
+                        ),
+                    );
+                    continue;
+                }
+                cas += 1;
+                bundle.push((file.clone(), der, summary, subject_raw, issuer_raw));
+            }
+            if cas == 0 && file_ok {
+                err(
+                    &key,
+                    format!("{}: holds no CA certificate", file.display()),
+                );
+            }
+        }
+
+        // Classify: a certificate whose issuer is elsewhere in the bundles is an intermediate;
+        // self-issued certificates and those whose issuer is absent are anchors (the latter is
+        // OpenSSL's "partial chain": an operator given only an intermediate trusts exactly it).
+        let subjects: HashSet<&[u8]> = bundle.iter().map(|b| b.3.as_slice()).collect();
+        let mut roots = RootCertStore::empty();
+        let mut intermediates = Vec::new();
+        let mut client_cas = Vec::new();
+        for (file, der, summary, subject, issuer) in &bundle {
+            let anchor = subject == issuer || !subjects.contains(issuer.as_slice());
+            if anchor {
+                if let Err(e) = roots.add(der.clone()) {
+                    err(
+                        "tls.client_ca",
+                        format!("{}: {} cannot be a trust anchor: {e}", file.display(), summary.subject),
+                    );
+                }
+            } else {
+                intermediates.push(der.clone());
+            }
+            client_cas.push(CaEntry {
+                file: file.clone(),
+                summary: summary.clone(),
+                anchor,
+            });
+        }
+        if !bundle.is_empty() && roots.is_empty() {
+            err(
+                "tls.client_ca",
+                "the bundles hold no usable trust anchor".to_string(),
+            );
+        }
+
+        match (server, certified) {
+            (Some(server), Some(certified)) if errors.is_empty() => Ok(Self {
+                server,
+                server_chain_len: certified.cert.len(),
+                client_cas,
+                certified,
+                roots: Arc::new(roots),
+                intermediates: Arc::new(intermediates),
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Builds the rustls server config: TLS 1.2/1.3, client certificate required and verified
+    /// against the bundles (EKU clientAuth enforced by webpki), ALPN h2 and http/1.1.
+    pub fn server_config(&self, cfg: &TlsConfig) -> Result<Arc<ServerConfig>, rustls::Error> {
+        let provider = provider();
+        let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier = Arc::new(BundleVerifier {
+            inner,
+            intermediates: self.intermediates.clone(),
+        });
+        let versions: &[&'static rustls::SupportedProtocolVersion] = match cfg.min_version {
+            TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::V1_3 => &[&rustls::version::TLS13],
+        };
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified.clone())));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if !cfg.session_resumption {
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
+        Ok(Arc::new(config))
+    }
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let iter = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {}", path.display(), pem_error(&e)))?;
+    iter.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: bad PEM: {}", path.display(), pem_error(&e)))
+}
+
+fn pem_error(e: &pki_types::pem::Error) -> String {
+    match e {
+        pki_types::pem::Error::Io(io) => io.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn summarize(der: &CertificateDer<'_>) -> Result<CertSummary, String> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    Ok(summary_of(&cert, der))
+}
+
+fn summary_of(cert: &X509Certificate<'_>, der: &[u8]) -> CertSummary {
+    let mut sans = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            sans.push(name.to_string());
+        }
+    }
+    let not_after_unix = cert.validity().not_after.timestamp();
+    CertSummary {
+        subject: dn_rfc4514(cert.subject()),
+        issuer: dn_rfc4514(cert.issuer()),
+        sans,
+        not_after: rfc3339(not_after_unix),
+        not_after_unix,
+        sha256: hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref()),
+    }
+}
+
+// === impl BundleVerifier ===
+
+/// Wraps rustls' WebPKI client verifier so that intermediates from the CA bundles are offered
+/// to path building too: a client that sends only its leaf still validates, and the
+/// intermediate is checked (validity, signature) on the way to a real anchor instead of being
+/// trusted as an anchor itself.
+#[derive(Debug)]
+struct BundleVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    intermediates: Arc<Vec<CertificateDer<'static>>>,
+}
+
+impl ClientCertVerifier for BundleVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    // Fail closed: a client without a certificate never completes the handshake.
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if self.intermediates.is_empty() {
+            return self.inner.verify_client_cert(end_entity, intermediates, now);
+        }
+        let mut all: Vec<CertificateDer<'_>> =
+            Vec::with_capacity(intermediates.len() + self.intermediates.len());
+        all.extend(intermediates.iter().map(|c| CertificateDer::from(c.as_ref())));
+        all.extend(self.intermediates.iter().map(|c| CertificateDer::from(c.as_ref())));
+        self.inner.verify_client_cert(end_entity, &all, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
