@@ -12,7 +12,7 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-pub use rcgen::Error;
+pub use rcgen::{Error, ExtendedKeyUsagePurpose as Eku, KeyPair as RcgenKeyPair};
 
 /// A CA that can issue certificates.
 pub struct Ca {
@@ -44,9 +44,13 @@ impl Ca {
         self.issuer.pem()
     }
 
-    /// Issues an end-entity certificate as `spec` describes.
+    /// Issues an end-entity certificate as `spec` describes, with a new P-256 key.
     pub fn issue(&self, spec: &LeafSpec) -> Result<Leaf, Error> {
-        let key = KeyPair::generate()?;
+        self.issue_with_key(spec, KeyPair::generate()?)
+    }
+
+    /// Issues an end-entity certificate for the given key (RSA, P-384, Ed25519, ...).
+    pub fn issue_with_key(&self, spec: &LeafSpec, key: KeyPair) -> Result<Leaf, Error> {
         let cert = spec.params()?.signed_by(&key, &self.issuer)?;
         Ok(Leaf {
             der: cert.der().clone(),
@@ -60,8 +64,9 @@ impl Ca {
 fn ca_params(cn: &str, org: &str, constraints: BasicConstraints) -> CertificateParams {
     let mut p = CertificateParams::default();
     p.distinguished_name = rcgen::DistinguishedName::new();
-    p.distinguished_name.push(DnType::CommonName, cn);
+    // Most general attribute first, as real CAs encode names (RFC 4514 prints them reversed).
     p.distinguished_name.push(DnType::OrganizationName, org);
+    p.distinguished_name.push(DnType::CommonName, cn);
     p.is_ca = IsCa::Ca(constraints);
     p.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -114,13 +119,26 @@ impl LeafSpec {
         s
     }
 
+    /// A self-signed certificate as this spec describes (a client that made up its own
+    /// certificate).
+    pub fn self_signed(&self) -> Result<Leaf, Error> {
+        let key = KeyPair::generate()?;
+        let cert = self.params()?.self_signed(&key)?;
+        Ok(Leaf {
+            der: cert.der().clone(),
+            pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            key_der: key.serialize_der(),
+        })
+    }
+
     fn params(&self) -> Result<CertificateParams, Error> {
         let mut p = CertificateParams::default();
         p.distinguished_name = rcgen::DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, self.cn.as_str());
         if let Some(o) = &self.org {
             p.distinguished_name.push(DnType::OrganizationName, o.as_str());
         }
+        p.distinguished_name.push(DnType::CommonName, self.cn.as_str());
         for d in &self.dns {
             p.subject_alt_names.push(SanType::DnsName(d.as_str().try_into()?));
         }

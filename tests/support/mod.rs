@@ -1,0 +1,286 @@
+//! Shared test harness: a PKI minted per test with rcgen, a recording upstream, and the real
+//! proxy started in-process on 127.0.0.1:0 (port 0 so that parallel tests never collide).
+#![allow(dead_code)] // each test crate uses a different part of this module
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hookgate::demo::EchoUpstream;
+use hookgate::pki::{Ca, Leaf, LeafSpec};
+use pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "hookgate-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write temp file");
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A Wise-shaped PKI: root → intermediate → client leaves, and a server CA + localhost cert.
+pub struct Pki {
+    pub root: Ca,
+    pub intermediate: Ca,
+    pub server_ca: Ca,
+    pub server: Leaf,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let root = Ca::root("Test Root CA", "Wise Test").unwrap();
+        let intermediate = root.intermediate("Test Issuing CA", "Wise Test").unwrap();
+        let server_ca = Ca::root("Test Server CA", "hookgate tests").unwrap();
+        let server = server_ca.issue(&LeafSpec::localhost_server()).unwrap();
+        Self {
+            root,
+            intermediate,
+            server_ca,
+            server,
+        }
+    }
+
+    pub fn client(&self, spec: &LeafSpec) -> Leaf {
+        self.intermediate.issue(spec).unwrap()
+    }
+
+    pub fn server_roots(&self) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.server_ca.der()).unwrap();
+        roots
+    }
+
+    /// A client config presenting `chain` (leaf first) with `leaf`'s key.
+    pub fn client_config(&self, leaf: &Leaf, send_intermediate: bool, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        let mut chain = vec![leaf.der.clone()];
+        if send_intermediate {
+            chain.push(self.intermediate.der());
+        }
+        hookgate::client::config(self.server_roots(), Some((chain, leaf.key_der())), alpn).unwrap()
+    }
+
+    pub fn anonymous_config(&self) -> Arc<ClientConfig> {
+        hookgate::client::config(self.server_roots(), None, &[b"http/1.1"]).unwrap()
+    }
+}
+
+/// How a test wants the proxy set up.
+pub struct Setup {
+    pub upstream_url: String,
+    pub client_ca_pems: Vec<String>,
+    pub extra_yaml: String,
+    pub server_cert_pem: Option<String>,
+    pub server_key_pem: Option<String>,
+    /// Extra lines for the `tls:` section, each indented by two spaces.
+    pub tls_yaml: String,
+    pub request_timeout: &'static str,
+}
+
+impl Setup {
+    pub fn new(pki: &Pki, upstream_url: String) -> Self {
+        Self {
+            upstream_url,
+            client_ca_pems: vec![pki.root.pem()],
+            extra_yaml: String::new(),
+            server_cert_pem: None,
+            server_key_pem: None,
+            tls_yaml: String::new(),
+            request_timeout: "5s",
+        }
+    }
+}
+
+/// Writes the files and the config for `setup`; returns the config path.
+pub fn write_config(dir: &TempDir, pki: &Pki, setup: &Setup) -> PathBuf {
+    dir.write(
+        "server.crt",
+        setup.server_cert_pem.as_deref().unwrap_or(&pki.server.pem),
+    );
+    dir.write(
+        "server.key",
+        setup.server_key_pem.as_deref().unwrap_or(&pki.server.key_pem),
+    );
+    let mut cas = Vec::new();
+    for (i, pem) in setup.client_ca_pems.iter().enumerate() {
+        let name = format!("ca{i}.pem");
+        dir.write(&name, pem);
+        cas.push(format!("\"{name}\""));
+    }
+    let yaml = format!(
+        "listen: \"127.0.0.1:0\"\n\
+         upstream:\n  url: \"{}\"\n  connect_timeout: 1s\n  request_timeout: {}\n\
+         tls:\n  cert: server.crt\n  key: server.key\n  client_ca: [{}]\n  handshake_timeout: 2s\n{}\
+         shutdown: {{drain_delay: 0s, grace_period: 2s}}\n\
+         log: {{format: text, level: warn}}\n{}",
+        setup.upstream_url,
+        setup.request_timeout,
+        cas.join(", "),
+        setup.tls_yaml,
+        setup.extra_yaml
+    );
+    dir.write("config.yaml", &yaml)
+}
+
+/// A running proxy with its upstream and PKI.
+pub struct Env {
+    pub pki: Pki,
+    pub upstream: EchoUpstream,
+    pub upstream_addr: SocketAddr,
+    pub server: hookgate::Server,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Env {
+    /// Default: an echo upstream on TCP, the root in the bundle.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(edit: impl FnOnce(&mut Setup)) -> Self {
+        let pki = Pki::new();
+        let upstream = EchoUpstream::default();
+        let upstream_addr = upstream.clone().spawn().await.unwrap();
+        let mut setup = Setup::new(&pki, format!("http://{upstream_addr}"));
+        edit(&mut setup);
+        let dir = TempDir::new("env");
+        let config = write_config(&dir, &pki, &setup);
+        let prepared = hookgate::prepare(&config).unwrap_or_else(|e| panic!("{e}"));
+        let server = hookgate::start(prepared).await.unwrap();
+        let addr = server.local_addr();
+        Self {
+            pki,
+            upstream,
+            upstream_addr,
+            server,
+            addr,
+            dir,
+        }
+    }
+
+    /// A client certificate from the test intermediate with a typical shape.
+    pub fn client_leaf(&self) -> Leaf {
+        let mut spec = LeafSpec::client("wise-client");
+        spec.org = Some("Wise Test".into());
+        self.pki.client(&spec)
+    }
+
+    pub async fn send(
+        &self,
+        cfg: Arc<ClientConfig>,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Bytes>, BoxError> {
+        hookgate::client::request_once(self.addr, "localhost", cfg, req).await
+    }
+}
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// The TLS alert in an error chain, if the failure was one.
+pub fn alert_of(err: &(dyn std::error::Error + 'static)) -> Option<rustls::AlertDescription> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(rustls::Error::AlertReceived(a)) = e.downcast_ref::<rustls::Error>() {
+            return Some(*a);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if let Some(rustls::Error::AlertReceived(a)) = inner.downcast_ref::<rustls::Error>() {
+                    return Some(*a);
+                }
+            }
+        }
+        cur = e.source();
+    }
+    None
+}
+
+pub fn sha256_hex(der: &[u8]) -> String {
+    hookgate::identity::hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der).as_ref())
+}
+
+/// The inner private key of a PKCS#8 document: PKCS#1 for RSA, SEC1 for EC keys.
+pub fn pkcs8_inner(pkcs8: &[u8]) -> Vec<u8> {
+    fn tlv(b: &[u8]) -> (u8, &[u8], &[u8]) {
+        let tag = b[0];
+        let (len, hdr) = if b[1] < 0x80 {
+            (b[1] as usize, 2)
+        } else {
+            let n = (b[1] & 0x7f) as usize;
+            let mut len = 0usize;
+            for i in 0..n {
+                len = (len << 8) | b[2 + i] as usize;
+            }
+            (len, 2 + n)
+        };
+        (tag, &b[hdr..hdr + len], &b[hdr + len..])
+    }
+    let (_, seq, _) = tlv(pkcs8);
+    let (_, _version, rest) = tlv(seq);
+    let (_, _alg, rest) = tlv(rest);
+    let (tag, key, _) = tlv(rest);
+    assert_eq!(tag, 0x04, "PKCS#8 privateKey is an OCTET STRING");
+    key.to_vec()
+}
+
+pub fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+pub fn key_der_of(leaf: &Leaf) -> Vec<u8> {
+    match leaf.key_der() {
+        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+        _ => unreachable!("pki mints PKCS#8 keys"),
+    }
+}
+
+pub fn chain_of(leaf: &Leaf, extra: &[CertificateDer<'static>]) -> Vec<CertificateDer<'static>> {
+    let mut v = vec![leaf.der.clone()];
+    v.extend_from_slice(extra);
+    v
+}
