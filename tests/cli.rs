@@ -1,0 +1,266 @@
+//! The built binary, driven the way an operator drives it: `check`, `run` with a real external
+//! client (curl), signals, exit codes, and `demo --self-test`.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hookgate::demo::EchoUpstream;
+use hookgate::pki::{LeafSpec, RcgenKeyPair};
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hookgate");
+
+fn hookgate(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("HOOKGATE_CONFIG")
+        .output()
+        .expect("run hookgate")
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A config (and its files) with a loopback upstream that need not be running.
+fn config_dir(edit: impl FnOnce(&mut Setup)) -> (TempDir, Pki, std::path::PathBuf) {
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki, "http://127.0.0.1:9".into());
+    edit(&mut setup);
+    let dir = TempDir::new("cli");
+    let path = write_config(&dir, &pki, &setup);
+    (dir, pki, path)
+}
+
+#[test]
+fn check_prints_what_was_loaded() {
+    let (_dir, _pki, path) = config_dir(|_| {});
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("subject: CN=localhost"), "{t}");
+    assert!(t.contains("localhost") && t.contains("127.0.0.1"), "SANs: {t}");
+    assert!(t.contains("expires: 20"), "{t}");
+    assert!(t.contains("CN=Test Root CA,O=Wise Test [trust anchor]"), "{t}");
+}
+
+#[test]
+fn config_errors_exit_64_naming_key_and_file() {
+    // Unknown key.
+    let (_d, _p, path) = config_dir(|s| s.extra_yaml = "limits: {max_bodyy: 1MiB}\n".into());
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(t.contains(path.to_str().unwrap()) && t.contains("limits.max_bodyy: unknown key"), "{t}");
+
+    // A missing file is named, with the key that names it.
+    let (dir, _p, path) = config_dir(|_| {});
+    std::fs::remove_file(dir.path().join("server.crt")).unwrap();
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(t.contains("tls.cert") && t.contains("server.crt"), "{t}");
+
+    // A key that does not belong to the certificate.
+    let other = hookgate::pki::Ca::root("x", "y").unwrap().issue(&LeafSpec::localhost_server()).unwrap();
+    let (_d, _p, path) = config_dir(|s| s.server_key_pem = Some(other.key_pem.clone()));
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(t.contains("tls.key") && t.contains("does not match"), "{t}");
+
+    // A non-loopback upstream.
+    let (_d, _p, path) = config_dir(|s| s.upstream_url = "http://192.0.2.10:8080".into());
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(t.contains("upstream.url") && t.contains("loopback"), "{t}");
+
+    // A CA bundle without a CA certificate (a leaf was put there by mistake).
+    let (_d, pki, path) = config_dir(|_| {});
+    std::fs::write(path.parent().unwrap().join("ca0.pem"), &pki.server.pem).unwrap();
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(t.contains("tls.client_ca[0]") && t.contains("not a CA certificate"), "{t}");
+
+    // Bad arguments are 64 too.
+    assert_eq!(hookgate(&["run", "--no-such-flag"]).status.code(), Some(64));
+}
+
+#[test]
+fn run_refuses_bad_config_before_binding_any_port() {
+    // Hold the listen port: if hookgate tried to bind before validating, it would fail with
+    // "address in use" (exit 1) instead of reporting the config error (exit 64).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let (_d, _p, path) = config_dir(|s| s.extra_yaml = "bogus_key: 1\n".into());
+    let yaml = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&path, yaml).unwrap();
+    let out = hookgate(&["run", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(t.contains("bogus_key: unknown key"), "{t}");
+    // With the config fixed, the same held port is a runtime failure (exit 1), which shows the
+    // 64 above came before any bind.
+    let yaml = std::fs::read_to_string(&path).unwrap().replace("bogus_key: 1\n", "");
+    std::fs::write(&path, yaml).unwrap();
+    let out = hookgate(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn server_keys_in_every_supported_format() {
+    let pki = Pki::new();
+    let spec = LeafSpec::localhost_server();
+    let cases: Vec<(&str, &'static rcgen::SignatureAlgorithm, &str)> = vec![
+        ("rsa-pkcs8", &rcgen::PKCS_RSA_SHA256, "PRIVATE KEY"),
+        ("rsa-pkcs1", &rcgen::PKCS_RSA_SHA256, "RSA PRIVATE KEY"),
+        ("p256-sec1", &rcgen::PKCS_ECDSA_P256_SHA256, "EC PRIVATE KEY"),
+        ("p384-pkcs8", &rcgen::PKCS_ECDSA_P384_SHA384, "PRIVATE KEY"),
+        ("p384-sec1", &rcgen::PKCS_ECDSA_P384_SHA384, "EC PRIVATE KEY"),
+        ("ed25519", &rcgen::PKCS_ED25519, "PRIVATE KEY"),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (name, alg, label) in cases {
+        let key = if name.starts_with("rsa") {
+            RcgenKeyPair::generate_rsa_for(alg, rcgen::RsaKeySize::_2048).unwrap()
+        } else {
+            RcgenKeyPair::generate_for(alg).unwrap()
+        };
+        let pkcs8 = key.serialize_der();
+        let leaf = pki.server_ca.issue_with_key(&spec, key).unwrap();
+        let key_pem = if label == "PRIVATE KEY" {
+            pem_block(label, &pkcs8)
+        } else {
+            pem_block(label, &pkcs8_inner(&pkcs8))
+        };
+        let upstream = EchoUpstream::default();
+        rt.block_on(async {
+            let addr = upstream.clone().spawn().await.unwrap();
+            let mut setup = Setup::new(&pki, format!("http://{addr}"));
+            setup.server_cert_pem = Some(leaf.pem.clone());
+            setup.server_key_pem = Some(key_pem);
+            let dir = TempDir::new(name);
+            let prepared = hookgate::prepare(&write_config(&dir, &pki, &setup))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let server = hookgate::start(prepared).await.unwrap();
+            let client = pki.client(&LeafSpec::client("k"));
+            let resp = hookgate::client::request_once(
+                server.local_addr(),
+                "localhost",
+                pki.client_config(&client, true, &[]),
+                get("/"),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(resp.status(), 200, "{name}");
+            server.shutdown().await;
+        });
+        assert_eq!(upstream.seen().len(), 1, "{name}");
+    }
+}
+
+/// Finds a port that is free right now (the proxy binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "hookgate did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn curl_through_the_running_binary_then_sigterm() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = EchoUpstream::default();
+    let upstream_addr = rt.block_on(upstream.clone().spawn()).unwrap();
+    let pki = Pki::new();
+    let setup = Setup::new(&pki, format!("http://{upstream_addr}"));
+    let dir = TempDir::new("curl");
+    let path = write_config(&dir, &pki, &setup);
+    let port = free_port();
+    let yaml = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&path, yaml).unwrap();
+
+    let mut spec = LeafSpec::client("curl-client");
+    spec.org = Some("Wise Test".into());
+    let leaf = pki.client(&spec);
+    let cert = dir.write("client.crt", &format!("{}{}", leaf.pem, pki.intermediate.pem()));
+    let key = dir.write("client.key", &leaf.key_pem);
+    let server_ca = dir.write("server-ca.pem", &pki.server_ca.pem());
+
+    let mut child = Command::new(BIN)
+        .args(["run"])
+        .env("HOOKGATE_CONFIG", &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let url = format!("https://localhost:{port}/webhook");
+    let curl = |with_cert: bool| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "10", "--cacert"]).arg(&server_ca);
+        c.args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
+        if with_cert {
+            c.arg("--cert").arg(&cert).arg("--key").arg(&key);
+        }
+        c.args(["-H", "Content-Type: application/json", "-H", "X-Client-Cert-Subject: CN=forged"]);
+        c.args(["-d", "{\"event_type\":\"transfers#state-change\"}", "-w", "\n%{http_code}", &url]);
+        c.output().expect("curl must be installed (see .ci/run)")
+    };
+    let ok = curl(true);
+    let out = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(ok.status.success(), "curl failed: {}", text(&ok));
+    assert!(out.ends_with("\n200"), "{out}");
+    assert!(out.contains("CN=curl-client,O=Wise Test"), "the echo shows the verified subject: {out}");
+
+    let refused = curl(false);
+    assert!(!refused.status.success(), "curl without a cert must fail: {}", text(&refused));
+    assert!(!String::from_utf8_lossy(&refused.stdout).contains("200"));
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1, "only the request with a certificate arrived");
+    assert_eq!(seen[0].headers.get_all("x-client-cert-subject").iter().count(), 1);
+    assert_eq!(seen[0].headers["x-client-cert-subject"], "CN=curl-client,O=Wise Test");
+
+    // SIGTERM: drain (0s here), stop, exit 0.
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "hookgate did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn demo_self_test_passes() {
+    let out = Command::new(BIN)
+        .args(["demo", "--self-test"])
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("self-test passed"), "{t}");
+    assert!(t.contains("curl --cacert"), "prints a curl line: {t}");
+    assert!(!t.contains("FAIL"), "{t}");
+}
