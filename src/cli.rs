@@ -12,7 +12,11 @@ pub const EXIT_CONFIG: i32 = 64;
 pub const EXIT_RUNTIME: i32 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "hookgate", version, about = "mTLS-terminating sidecar for webhook receivers")]
+#[command(
+    name = "hookgate",
+    version,
+    about = "mTLS-terminating sidecar for webhook receivers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +90,9 @@ fn load(path: &std::path::Path) -> Option<Prepared> {
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 fn print_check(p: &Prepared) {
@@ -98,15 +104,29 @@ fn print_check(p: &Prepared) {
     println!("server certificate ({}):", c.tls.cert.display());
     println!("  subject: {}", m.server.subject);
     println!("  issuer:  {}", m.server.issuer);
-    println!("  SANs:    {}", if m.server.sans.is_empty() { "(none)".into() } else { m.server.sans.join(", ") });
+    println!(
+        "  SANs:    {}",
+        if m.server.sans.is_empty() {
+            "(none)".into()
+        } else {
+            m.server.sans.join(", ")
+        }
+    );
     println!("  expires: {}", m.server.not_after);
-    println!("  chain:   {} certificate(s); key matches", m.server_chain_len);
+    println!(
+        "  chain:   {} certificate(s); key matches",
+        m.server_chain_len
+    );
     println!("client CAs ({} certificate(s)):", m.client_cas.len());
     for ca in &m.client_cas {
         println!(
             "  {} [{}]\n    expires {}  sha256 {}  from {}",
             ca.summary.subject,
-            if ca.anchor { "trust anchor" } else { "intermediate" },
+            if ca.anchor {
+                "trust anchor"
+            } else {
+                "intermediate"
+            },
             ca.summary.not_after,
             ca.summary.sha256,
             ca.file.display()

@@ -41,7 +41,10 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamTarget {
     /// A TCP upstream; `authority` is the `host:port` written in the config.
-    Tcp { addr: SocketAddr, authority: String },
+    Tcp {
+        addr: SocketAddr,
+        authority: String,
+    },
     Unix(PathBuf),
 }
 
@@ -289,7 +292,7 @@ impl Walker {
     }
 
     /// Reports whatever a section has left as unknown keys.
-    fn finish(&mut self, section: Section<'_>, known: &[&str]) {
+    fn finish(&mut self, section: &Section<'_>, known: &[&str]) {
         for (k, _) in &section.entries {
             let key = section.key(k);
             self.err(
@@ -307,7 +310,10 @@ impl Walker {
             Value::Number(n) => Some(n.to_string()),
             Value::Null => None,
             other => {
-                self.err(s.key(name), format!("expected a string, found {}", kind(other)));
+                self.err(
+                    s.key(name),
+                    format!("expected a string, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -462,7 +468,7 @@ impl Walker {
         let mut admin_s = self.section(admin_v, "admin");
         let admin_text = self.string(&mut admin_s, "listen");
         let admin_key = admin_s.key("listen");
-        self.finish(admin_s, &["listen"]);
+        self.finish(&admin_s, &["listen"]);
         // The admin listener arrives with the observability work; until then it is not bound.
         if let Some(t) = &admin_text {
             self.not_yet(admin_key, t == DEFAULT_ADMIN_LISTEN);
@@ -477,13 +483,13 @@ impl Walker {
             drain_delay: self.duration(&mut sh, "drain_delay", Duration::from_secs(5)),
             grace_period: self.duration(&mut sh, "grace_period", Duration::from_secs(25)),
         };
-        self.finish(sh, &["drain_delay", "grace_period"]);
+        self.finish(&sh, &["drain_delay", "grace_period"]);
 
         let log_v = top.take("log");
         let log = self.log(log_v);
 
         self.finish(
-            top,
+            &top,
             &[
                 "listen",
                 "proxy_protocol",
@@ -520,7 +526,7 @@ impl Walker {
         let allow_non_loopback = self.bool(&mut s, "allow_non_loopback", false);
         let url_key = s.key("url");
         self.finish(
-            s,
+            &s,
             &[
                 "url",
                 "connect_timeout",
@@ -608,7 +614,7 @@ impl Walker {
         }
         let (cert_key, key_key, ca_key) = (s.key("cert"), s.key("key"), s.key("client_ca"));
         self.finish(
-            s,
+            &s,
             &[
                 "cert",
                 "key",
@@ -659,7 +665,7 @@ impl Walker {
             ),
             Some(_) => self.not_yet(s.key("allow"), false),
         }
-        self.finish(s, &["source_cidrs", "allow"]);
+        self.finish(&s, &["source_cidrs", "allow"]);
     }
 
     fn headers(&mut self, v: Option<&Value>) -> HeaderConfig {
@@ -669,7 +675,7 @@ impl Walker {
             forward_cert: self.bool(&mut s, "forward_cert", false),
             rfc9440: self.bool(&mut s, "rfc9440", false),
         };
-        self.finish(s, &["xfcc", "forward_cert", "rfc9440"]);
+        self.finish(&s, &["xfcc", "forward_cert", "rfc9440"]);
         h
     }
 
@@ -689,16 +695,20 @@ impl Walker {
             self.not_yet(s.key("keys"), keys == ["wise-production"]);
         }
         if let Some(h) = self.string(&mut s, "header") {
-            self.not_yet(s.key("header"), h.eq_ignore_ascii_case("X-Signature-SHA256"));
+            self.not_yet(
+                s.key("header"),
+                h.eq_ignore_ascii_case("X-Signature-SHA256"),
+            );
         }
-        self.finish(s, &["mode", "keys", "header"]);
+        self.finish(&s, &["mode", "keys", "header"]);
     }
 
     fn limits(&mut self, v: Option<&Value>) -> Limits {
         let mut s = self.section(v, "limits");
         let max_connections = self.count(&mut s, "max_connections", DEFAULT_MAX_CONNECTIONS as u64);
         let max_body = self.size(&mut s, "max_body", DEFAULT_MAX_BODY);
-        let max_header_bytes = self.size(&mut s, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES as u64);
+        let max_header_bytes =
+            self.size(&mut s, "max_header_bytes", DEFAULT_MAX_HEADER_BYTES as u64);
         let header_read_timeout =
             self.duration(&mut s, "header_read_timeout", Duration::from_secs(10));
         let idle_timeout = self.duration(&mut s, "idle_timeout", DEFAULT_IDLE_TIMEOUT);
@@ -717,7 +727,7 @@ impl Walker {
         // Idle keep-alive timeouts arrive with the hardening work.
         self.not_yet(s.key("idle_timeout"), idle_timeout == DEFAULT_IDLE_TIMEOUT);
         self.finish(
-            s,
+            &s,
             &[
                 "max_connections",
                 "max_body",
@@ -762,7 +772,7 @@ impl Walker {
                 LogLevel::Info
             }
         };
-        self.finish(s, &["format", "level"]);
+        self.finish(&s, &["format", "level"]);
         LogConfig { format, level }
     }
 }
@@ -951,8 +961,14 @@ mod tests {
              tls: {cert: c, key: k, client_ca: [], bogus: 1}\nlog: {level: loud}\n",
         );
         let all = e.join("\n");
-        assert!(all.contains("/etc/hookgate/config.yaml: lisen: unknown key"), "{all}");
-        assert!(all.contains("upstream.connect_timeout: \"fast\" is not a duration"), "{all}");
+        assert!(
+            all.contains("/etc/hookgate/config.yaml: lisen: unknown key"),
+            "{all}"
+        );
+        assert!(
+            all.contains("upstream.connect_timeout: \"fast\" is not a duration"),
+            "{all}"
+        );
         assert!(all.contains("tls.client_ca: required"), "{all}");
         assert!(all.contains("tls.bogus: unknown key"), "{all}");
         assert!(all.contains("log.level: expected"), "{all}");
@@ -967,12 +983,18 @@ mod tests {
             ("proxy_protocol: v2\n", "proxy_protocol"),
             ("signature: {mode: enforce}\n", "signature.mode"),
             ("clients: {allow: [{subject_cn: x}]}\n", "clients.allow"),
-            ("clients: {source_cidrs: [10.0.0.0/8]}\n", "clients.source_cidrs"),
+            (
+                "clients: {source_cidrs: [10.0.0.0/8]}\n",
+                "clients.source_cidrs",
+            ),
             ("admin: {listen: \"127.0.0.1:9999\"}\n", "admin.listen"),
             ("limits: {idle_timeout: 5s}\n", "limits.idle_timeout"),
         ] {
             let e = with(extra).join("\n");
-            assert!(e.contains(&format!("{key}: not supported yet")), "{extra}: {e}");
+            assert!(
+                e.contains(&format!("{key}: not supported yet")),
+                "{extra}: {e}"
+            );
         }
         // A CRL is never silently ignored.
         let e = errors(
@@ -1004,7 +1026,10 @@ mod tests {
         let e = errors(
             "upstream: {url: \"http://192.0.2.1:8080\"}\ntls: {cert: c, key: k, client_ca: [ca]}\n",
         );
-        assert!(e[0].contains("upstream.url") && e[0].contains("not a loopback"), "{e:?}");
+        assert!(
+            e[0].contains("upstream.url") && e[0].contains("not a loopback"),
+            "{e:?}"
+        );
         let ok = "upstream: {url: \"http://192.0.2.1:8080\", allow_non_loopback: true}\n\
                   tls: {cert: c, key: k, client_ca: [ca]}\n";
         assert!(errors(ok).is_empty());

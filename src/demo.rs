@@ -90,10 +90,7 @@ impl EchoUpstream {
             .await;
     }
 
-    async fn answer(
-        self,
-        req: Request<Incoming>,
-    ) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    async fn answer(self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
         let (parts, body) = req.into_parts();
         let body = body.collect().await?.to_bytes();
         let headers: serde_json::Map<String, serde_json::Value> = parts
@@ -264,9 +261,11 @@ async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstre
 
     // 1. The sender with its certificate (leaf + intermediate) gets through.
     let chain: Vec<CertificateDer<'static>> = vec![pki.client.der.clone(), pki.intermediate.der()];
-    let with_cert = crate::client::config(roots.clone(), Some((chain, pki.client.key_der())), &[
-        b"http/1.1",
-    ]);
+    let with_cert = crate::client::config(
+        roots.clone(),
+        Some((chain, pki.client.key_der())),
+        &[b"http/1.1"],
+    );
     let resp = match (with_cert, req()) {
         (Ok(cfg), Ok(r)) => crate::client::request_once(addr, "localhost", cfg, r).await,
         (Err(e), _) => Err(e.into()),
@@ -280,7 +279,10 @@ async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstre
         Err(e) => check(false, &format!("signed-in sender: request failed: {e}")),
     }
     let seen = upstream.seen();
-    check(seen.len() == 1, &format!("upstream received {} request(s)", seen.len()));
+    check(
+        seen.len() == 1,
+        &format!("upstream received {} request(s)", seen.len()),
+    );
     if let Some(r) = seen.first() {
         println!("\n  what the upstream received:");
         println!("    {} {}", r.method, r.uri);
@@ -290,8 +292,7 @@ async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstre
         println!("    ({} body bytes)\n", r.body.len());
         let subjects: Vec<_> = r.headers.get_all("x-client-cert-subject").iter().collect();
         check(
-            subjects.len() == 1
-                && subjects[0] == "CN=webhooks.demo.invalid,O=hookgate demo sender",
+            subjects.len() == 1 && subjects[0] == "CN=webhooks.demo.invalid,O=hookgate demo sender",
             "X-Client-Cert-Subject is hookgate's own, once; the spoofed copies are gone",
         );
         check(
@@ -302,14 +303,21 @@ async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstre
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, pki.client.der.as_ref()).as_ref(),
         );
         check(
-            r.headers.get("x-client-cert-sha256").is_some_and(|v| v == sha.as_str()),
+            r.headers
+                .get("x-client-cert-sha256")
+                .is_some_and(|v| v == sha.as_str()),
             "X-Client-Cert-Sha256 is the SHA-256 of the client's certificate",
         );
         check(
-            r.headers.get("x-forwarded-for").is_some_and(|v| v == "127.0.0.1"),
+            r.headers
+                .get("x-forwarded-for")
+                .is_some_and(|v| v == "127.0.0.1"),
             "X-Forwarded-For is the TCP peer, not the client-sent value",
         );
-        check(r.body.as_ref() == body.as_bytes(), "the body arrived byte-exact");
+        check(
+            r.body.as_ref() == body.as_bytes(),
+            "the body arrived byte-exact",
+        );
     }
 
     // 2. A client without a certificate is refused in the handshake; nothing is forwarded.
@@ -321,10 +329,16 @@ async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstre
     };
     match resp {
         Ok(r) => check(false, &format!("no client cert: got HTTP {}", r.status())),
-        Err(e) => check(true, &format!("no client cert: refused in the TLS handshake ({e})")),
+        Err(e) => check(
+            true,
+            &format!("no client cert: refused in the TLS handshake ({e})"),
+        ),
     }
     let n = upstream.seen().len();
-    check(n == 1, &format!("upstream still received {n} request(s) in all"));
+    check(
+        n == 1,
+        &format!("upstream still received {n} request(s) in all"),
+    );
 
     println!();
     if failures == 0 {

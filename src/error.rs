@@ -2,6 +2,8 @@
 //! a bounded metric label. The matches are exhaustive on purpose: a new variant must be given a
 //! status and a label before it compiles.
 
+use std::fmt::Write as _;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -81,7 +83,9 @@ fn json_escape(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
             c => out.push(c),
         }
     }
@@ -95,8 +99,16 @@ mod tests {
     #[test]
     fn statuses_and_codes_follow_spec() {
         let cases = [
-            (ProxyError::UpstreamConnect("x".into()), 502, "upstream_unavailable"),
-            (ProxyError::UpstreamReset("x".into()), 502, "upstream_unavailable"),
+            (
+                ProxyError::UpstreamConnect("x".into()),
+                502,
+                "upstream_unavailable",
+            ),
+            (
+                ProxyError::UpstreamReset("x".into()),
+                502,
+                "upstream_unavailable",
+            ),
             (
                 ProxyError::UpstreamTimeout(std::time::Duration::from_secs(1)),
                 504,

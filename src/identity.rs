@@ -83,7 +83,11 @@ impl PeerIdentity {
     /// `Hash=<hex>;Subject="<DN>";URI=<uri>;DNS=<dns>`. Subject is always quoted, as Envoy
     /// does; other values only when they hold `,` `;` `=` or `"`.
     pub fn xfcc(&self) -> String {
-        let mut out = format!("Hash={};Subject={}", self.sha256, quote(&self.subject, true));
+        let mut out = format!(
+            "Hash={};Subject={}",
+            self.sha256,
+            quote(&self.subject, true)
+        );
         for uri in &self.san_uri {
             let _ = write!(out, ";URI={}", quote(uri, false));
         }
@@ -191,9 +195,12 @@ pub fn dn_rfc4514(name: &X509Name<'_>) -> String {
 
 /// Decodes the directory string types to text; `None` for anything else.
 fn attr_string(any: &Any<'_>) -> Option<String> {
-    let data = any.data.as_ref();
+    let data = any.data;
     match any.tag() {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::NumericString
+        Tag::Utf8String
+        | Tag::PrintableString
+        | Tag::Ia5String
+        | Tag::NumericString
         | Tag::VisibleString => std::str::from_utf8(data).ok().map(str::to_string),
         Tag::BmpString => {
             if data.len() % 2 != 0 {
@@ -272,10 +279,12 @@ pub fn serial_hex(raw: &[u8]) -> String {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Unix seconds → RFC 3339 UTC with whole seconds (`2027-01-31T23:59:59Z`).
@@ -328,7 +337,10 @@ fn url_encode(s: &str) -> String {
 
 fn sf_binary(der: &[u8]) -> String {
     use base64::Engine as _;
-    format!(":{}:", base64::engine::general_purpose::STANDARD.encode(der))
+    format!(
+        ":{}:",
+        base64::engine::general_purpose::STANDARD.encode(der)
+    )
 }
 
 /// Builds a header value; bytes that a header cannot carry are percent-encoded so that a

@@ -55,7 +55,7 @@ pub async fn serve(
     loop {
         tokio::select! {
             biased;
-            _ = stopped(&mut shutdown) => break,
+            () = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
@@ -94,18 +94,18 @@ async fn connection(
     _permit: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
-    let tls = match tokio::time::timeout(state.handshake_timeout, state.acceptor.accept(stream)).await
-    {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake refused");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
+    let tls =
+        match tokio::time::timeout(state.handshake_timeout, state.acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
     let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
     let identity = match IdentityHeaders::build(chain, state.headers) {
         Ok(i) => Arc::new(i),

@@ -46,12 +46,12 @@ impl Ca {
 
     /// Issues an end-entity certificate as `spec` describes, with a new P-256 key.
     pub fn issue(&self, spec: &LeafSpec) -> Result<Leaf, Error> {
-        self.issue_with_key(spec, KeyPair::generate()?)
+        self.issue_with_key(spec, &KeyPair::generate()?)
     }
 
     /// Issues an end-entity certificate for the given key (RSA, P-384, Ed25519, ...).
-    pub fn issue_with_key(&self, spec: &LeafSpec, key: KeyPair) -> Result<Leaf, Error> {
-        let cert = spec.params()?.signed_by(&key, &self.issuer)?;
+    pub fn issue_with_key(&self, spec: &LeafSpec, key: &KeyPair) -> Result<Leaf, Error> {
+        let cert = spec.params()?.signed_by(key, &self.issuer)?;
         Ok(Leaf {
             der: cert.der().clone(),
             pem: cert.pem(),
@@ -136,14 +136,18 @@ impl LeafSpec {
         let mut p = CertificateParams::default();
         p.distinguished_name = rcgen::DistinguishedName::new();
         if let Some(o) = &self.org {
-            p.distinguished_name.push(DnType::OrganizationName, o.as_str());
+            p.distinguished_name
+                .push(DnType::OrganizationName, o.as_str());
         }
-        p.distinguished_name.push(DnType::CommonName, self.cn.as_str());
+        p.distinguished_name
+            .push(DnType::CommonName, self.cn.as_str());
         for d in &self.dns {
-            p.subject_alt_names.push(SanType::DnsName(d.as_str().try_into()?));
+            p.subject_alt_names
+                .push(SanType::DnsName(d.as_str().try_into()?));
         }
         for u in &self.uris {
-            p.subject_alt_names.push(SanType::URI(u.as_str().try_into()?));
+            p.subject_alt_names
+                .push(SanType::URI(u.as_str().try_into()?));
         }
         for ip in &self.ips {
             p.subject_alt_names.push(SanType::IpAddress(*ip));

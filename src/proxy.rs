@@ -139,7 +139,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -275,8 +280,12 @@ impl Default for RequestIds {
     fn default() -> Self {
         use std::hash::{BuildHasher, Hasher};
         // RandomState is seeded from the OS's randomness; two of them give 128 random bits.
-        let a = std::collections::hash_map::RandomState::new().build_hasher().finish();
-        let b = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let a = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let b = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
         Self {
             seed: (a, b),
             counter: AtomicU64::new(0),
@@ -336,7 +345,13 @@ mod tests {
         ] {
             assert!(is_reserved(n.as_bytes()), "{n}");
         }
-        for n in ["x-request-id", "x-forwarded-host", "content-type", "x-client", "x-forwarded-fort"] {
+        for n in [
+            "x-request-id",
+            "x-forwarded-host",
+            "content-type",
+            "x-client",
+            "x-forwarded-fort",
+        ] {
             assert!(!is_reserved(n.as_bytes()), "{n}");
         }
     }
@@ -344,7 +359,10 @@ mod tests {
     #[test]
     fn hop_by_hop_and_connection_listed_fields_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

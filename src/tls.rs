@@ -16,7 +16,9 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::config::{ConfigError, TlsConfig, TlsVersion};
@@ -90,7 +92,10 @@ impl Material {
 
         let chain = match load_certs(&cfg.cert) {
             Ok(c) if c.is_empty() => {
-                err("tls.cert", format!("{}: no CERTIFICATE PEM block", cfg.cert.display()));
+                err(
+                    "tls.cert",
+                    format!("{}: no CERTIFICATE PEM block", cfg.cert.display()),
+                );
                 None
             }
             Ok(c) => Some(c),
@@ -136,13 +141,15 @@ impl Material {
                     );
                 }
                 Err(e) => {
-                    err("tls.key", format!("{}: unsupported key: {e}", cfg.key.display()));
+                    err(
+                        "tls.key",
+                        format!("{}: unsupported key: {e}", cfg.key.display()),
+                    );
                 }
             }
         }
 
-        let mut bundle: Vec<(PathBuf, CertificateDer<'static>, CertSummary, Vec<u8>, Vec<u8>)> =
-            Vec::new();
+        let mut bundle: Vec<BundleCert> = Vec::new();
         for (i, file) in cfg.client_ca.iter().enumerate() {
             let key = format!("tls.client_ca[{i}]");
             let certs = match load_certs(file) {
@@ -158,8 +165,10 @@ impl Material {
                 let parsed = match X509Certificate::from_der(&der) {
                     Ok((_, c)) => c,
                     Err(e) => {
-                        file_ok =
-                            err(&key, format!("{}: certificate #{}: {e}", file.display(), n + 1));
+                        file_ok = err(
+                            &key,
+                            format!("{}: certificate #{}: {e}", file.display(), n + 1),
+                        );
                         continue;
                     }
                 };
@@ -188,30 +197,44 @@ impl Material {
                     continue;
                 }
                 cas += 1;
-                bundle.push((file.clone(), der, summary, subject_raw, issuer_raw));
+                bundle.push(BundleCert {
+                    file: file.clone(),
+                    der,
+                    summary,
+                    subject: subject_raw,
+                    issuer: issuer_raw,
+                });
             }
             if cas == 0 && file_ok {
-                err(
-                    &key,
-                    format!("{}: holds no CA certificate", file.display()),
-                );
+                err(&key, format!("{}: holds no CA certificate", file.display()));
             }
         }
 
         // Classify: a certificate whose issuer is elsewhere in the bundles is an intermediate;
         // self-issued certificates and those whose issuer is absent are anchors (the latter is
         // OpenSSL's "partial chain": an operator given only an intermediate trusts exactly it).
-        let subjects: HashSet<&[u8]> = bundle.iter().map(|b| b.3.as_slice()).collect();
+        let subjects: HashSet<&[u8]> = bundle.iter().map(|b| b.subject.as_slice()).collect();
         let mut roots = RootCertStore::empty();
         let mut intermediates = Vec::new();
         let mut client_cas = Vec::new();
-        for (file, der, summary, subject, issuer) in &bundle {
+        for BundleCert {
+            file,
+            der,
+            summary,
+            subject,
+            issuer,
+        } in &bundle
+        {
             let anchor = subject == issuer || !subjects.contains(issuer.as_slice());
             if anchor {
                 if let Err(e) = roots.add(der.clone()) {
                     err(
                         "tls.client_ca",
-                        format!("{}: {} cannot be a trust anchor: {e}", file.display(), summary.subject),
+                        format!(
+                            "{}: {} cannot be a trust anchor: {e}",
+                            file.display(),
+                            summary.subject
+                        ),
                     );
                 }
             } else {
@@ -247,9 +270,10 @@ impl Material {
     /// against the bundles (EKU clientAuth enforced by webpki), ALPN h2 and http/1.1.
     pub fn server_config(&self, cfg: &TlsConfig) -> Result<Arc<ServerConfig>, rustls::Error> {
         let provider = provider();
-        let inner = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let inner =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         let verifier = Arc::new(BundleVerifier {
             inner,
             intermediates: self.intermediates.clone(),
@@ -269,6 +293,15 @@ impl Material {
         }
         Ok(Arc::new(config))
     }
+}
+
+/// A CA certificate read from a bundle, with its raw subject and issuer names for chaining.
+struct BundleCert {
+    file: PathBuf,
+    der: CertificateDer<'static>,
+    summary: CertSummary,
+    subject: Vec<u8>,
+    issuer: Vec<u8>,
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -341,12 +374,22 @@ impl ClientCertVerifier for BundleVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         if self.intermediates.is_empty() {
-            return self.inner.verify_client_cert(end_entity, intermediates, now);
+            return self
+                .inner
+                .verify_client_cert(end_entity, intermediates, now);
         }
         let mut all: Vec<CertificateDer<'_>> =
             Vec::with_capacity(intermediates.len() + self.intermediates.len());
-        all.extend(intermediates.iter().map(|c| CertificateDer::from(c.as_ref())));
-        all.extend(self.intermediates.iter().map(|c| CertificateDer::from(c.as_ref())));
+        all.extend(
+            intermediates
+                .iter()
+                .map(|c| CertificateDer::from(c.as_ref())),
+        );
+        all.extend(
+            self.intermediates
+                .iter()
+                .map(|c| CertificateDer::from(c.as_ref())),
+        );
         self.inner.verify_client_cert(end_entity, &all, now)
     }
 

@@ -67,9 +67,9 @@ impl tower_service::Service<Uri> for UpstreamConnector {
                         s.set_nodelay(true)?;
                         Ok(UpstreamIo::Tcp(TokioIo::new(s)))
                     }
-                    UpstreamTarget::Unix(path) => {
-                        Ok(UpstreamIo::Unix(TokioIo::new(UnixStream::connect(path).await?)))
-                    }
+                    UpstreamTarget::Unix(path) => Ok(UpstreamIo::Unix(TokioIo::new(
+                        UnixStream::connect(path).await?,
+                    ))),
                 }
             };
             tokio::time::timeout(timeout, connect)

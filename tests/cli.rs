@@ -1,6 +1,8 @@
 //! The built binary, driven the way an operator drives it: `check`, `run` with a real external
 //! client (curl), signals, exit codes, and `demo --self-test`.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod support;
 
 use std::process::{Command, Stdio};
@@ -45,9 +47,15 @@ fn check_prints_what_was_loaded() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("subject: CN=localhost"), "{t}");
-    assert!(t.contains("localhost") && t.contains("127.0.0.1"), "SANs: {t}");
+    assert!(
+        t.contains("localhost") && t.contains("127.0.0.1"),
+        "SANs: {t}"
+    );
     assert!(t.contains("expires: 20"), "{t}");
-    assert!(t.contains("CN=Test Root CA,O=Wise Test [trust anchor]"), "{t}");
+    assert!(
+        t.contains("CN=Test Root CA,O=Wise Test [trust anchor]"),
+        "{t}"
+    );
 }
 
 #[test]
@@ -57,7 +65,10 @@ fn config_errors_exit_64_naming_key_and_file() {
     let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(64), "{t}");
-    assert!(t.contains(path.to_str().unwrap()) && t.contains("limits.max_bodyy: unknown key"), "{t}");
+    assert!(
+        t.contains(path.to_str().unwrap()) && t.contains("limits.max_bodyy: unknown key"),
+        "{t}"
+    );
 
     // A missing file is named, with the key that names it.
     let (dir, _p, path) = config_dir(|_| {});
@@ -68,7 +79,10 @@ fn config_errors_exit_64_naming_key_and_file() {
     assert!(t.contains("tls.cert") && t.contains("server.crt"), "{t}");
 
     // A key that does not belong to the certificate.
-    let other = hookgate::pki::Ca::root("x", "y").unwrap().issue(&LeafSpec::localhost_server()).unwrap();
+    let other = hookgate::pki::Ca::root("x", "y")
+        .unwrap()
+        .issue(&LeafSpec::localhost_server())
+        .unwrap();
     let (_d, _p, path) = config_dir(|s| s.server_key_pem = Some(other.key_pem.clone()));
     let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
     let t = text(&out);
@@ -88,7 +102,10 @@ fn config_errors_exit_64_naming_key_and_file() {
     let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(64), "{t}");
-    assert!(t.contains("tls.client_ca[0]") && t.contains("not a CA certificate"), "{t}");
+    assert!(
+        t.contains("tls.client_ca[0]") && t.contains("not a CA certificate"),
+        "{t}"
+    );
 
     // Bad arguments are 64 too.
     assert_eq!(hookgate(&["run", "--no-such-flag"]).status.code(), Some(64));
@@ -111,7 +128,9 @@ fn run_refuses_bad_config_before_binding_any_port() {
     assert!(t.contains("bogus_key: unknown key"), "{t}");
     // With the config fixed, the same held port is a runtime failure (exit 1), which shows the
     // 64 above came before any bind.
-    let yaml = std::fs::read_to_string(&path).unwrap().replace("bogus_key: 1\n", "");
+    let yaml = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("bogus_key: 1\n", "");
     std::fs::write(&path, yaml).unwrap();
     let out = hookgate(&["run", "--config", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -124,9 +143,17 @@ fn server_keys_in_every_supported_format() {
     let cases: Vec<(&str, &'static rcgen::SignatureAlgorithm, &str)> = vec![
         ("rsa-pkcs8", &rcgen::PKCS_RSA_SHA256, "PRIVATE KEY"),
         ("rsa-pkcs1", &rcgen::PKCS_RSA_SHA256, "RSA PRIVATE KEY"),
-        ("p256-sec1", &rcgen::PKCS_ECDSA_P256_SHA256, "EC PRIVATE KEY"),
+        (
+            "p256-sec1",
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            "EC PRIVATE KEY",
+        ),
         ("p384-pkcs8", &rcgen::PKCS_ECDSA_P384_SHA384, "PRIVATE KEY"),
-        ("p384-sec1", &rcgen::PKCS_ECDSA_P384_SHA384, "EC PRIVATE KEY"),
+        (
+            "p384-sec1",
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            "EC PRIVATE KEY",
+        ),
         ("ed25519", &rcgen::PKCS_ED25519, "PRIVATE KEY"),
     ];
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -137,7 +164,7 @@ fn server_keys_in_every_supported_format() {
             RcgenKeyPair::generate_for(alg).unwrap()
         };
         let pkcs8 = key.serialize_der();
-        let leaf = pki.server_ca.issue_with_key(&spec, key).unwrap();
+        let leaf = pki.server_ca.issue_with_key(&spec, &key).unwrap();
         let key_pem = if label == "PRIVATE KEY" {
             pem_block(label, &pkcs8)
         } else {
@@ -171,13 +198,20 @@ fn server_keys_in_every_supported_format() {
 
 /// Finds a port that is free right now (the proxy binds it a moment later).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "hookgate did not start listening");
+        assert!(
+            Instant::now() < deadline,
+            "hookgate did not start listening"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -200,7 +234,10 @@ fn curl_through_the_running_binary_then_sigterm() {
     let mut spec = LeafSpec::client("curl-client");
     spec.org = Some("Wise Test".into());
     let leaf = pki.client(&spec);
-    let cert = dir.write("client.crt", &format!("{}{}", leaf.pem, pki.intermediate.pem()));
+    let cert = dir.write(
+        "client.crt",
+        &format!("{}{}", leaf.pem, pki.intermediate.pem()),
+    );
     let key = dir.write("client.key", &leaf.key_pem);
     let server_ca = dir.write("server-ca.pem", &pki.server_ca.pem());
 
@@ -215,38 +252,73 @@ fn curl_through_the_running_binary_then_sigterm() {
     let url = format!("https://localhost:{port}/webhook");
     let curl = |with_cert: bool| {
         let mut c = Command::new("curl");
-        c.args(["-sS", "--max-time", "10", "--cacert"]).arg(&server_ca);
+        c.args(["-sS", "--max-time", "10", "--cacert"])
+            .arg(&server_ca);
         c.args(["--resolve", &format!("localhost:{port}:127.0.0.1")]);
         if with_cert {
             c.arg("--cert").arg(&cert).arg("--key").arg(&key);
         }
-        c.args(["-H", "Content-Type: application/json", "-H", "X-Client-Cert-Subject: CN=forged"]);
-        c.args(["-d", "{\"event_type\":\"transfers#state-change\"}", "-w", "\n%{http_code}", &url]);
+        c.args([
+            "-H",
+            "Content-Type: application/json",
+            "-H",
+            "X-Client-Cert-Subject: CN=forged",
+        ]);
+        c.args([
+            "-d",
+            "{\"event_type\":\"transfers#state-change\"}",
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ]);
         c.output().expect("curl must be installed (see .ci/run)")
     };
     let ok = curl(true);
     let out = String::from_utf8_lossy(&ok.stdout).to_string();
     assert!(ok.status.success(), "curl failed: {}", text(&ok));
     assert!(out.ends_with("\n200"), "{out}");
-    assert!(out.contains("CN=curl-client,O=Wise Test"), "the echo shows the verified subject: {out}");
+    assert!(
+        out.contains("CN=curl-client,O=Wise Test"),
+        "the echo shows the verified subject: {out}"
+    );
 
     let refused = curl(false);
-    assert!(!refused.status.success(), "curl without a cert must fail: {}", text(&refused));
+    assert!(
+        !refused.status.success(),
+        "curl without a cert must fail: {}",
+        text(&refused)
+    );
     assert!(!String::from_utf8_lossy(&refused.stdout).contains("200"));
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1, "only the request with a certificate arrived");
-    assert_eq!(seen[0].headers.get_all("x-client-cert-subject").iter().count(), 1);
-    assert_eq!(seen[0].headers["x-client-cert-subject"], "CN=curl-client,O=Wise Test");
+    assert_eq!(
+        seen[0]
+            .headers
+            .get_all("x-client-cert-subject")
+            .iter()
+            .count(),
+        1
+    );
+    assert_eq!(
+        seen[0].headers["x-client-cert-subject"],
+        "CN=curl-client,O=Wise Test"
+    );
 
     // SIGTERM: drain (0s here), stop, exit 0.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let code = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s.code();
         }
-        assert!(Instant::now() < deadline, "hookgate did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "hookgate did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));

@@ -1,15 +1,18 @@
 //! End-to-end: real TLS handshakes on loopback against the in-process proxy, a recording
 //! upstream, and what each side observes.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+
 mod support;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use bytes::Bytes;
-use http::{Request, StatusCode, Version};
-use http_body_util::Full;
 use hookgate::demo::EchoUpstream;
 use hookgate::pki::{Ca, Eku, LeafSpec};
+use http::{Request, StatusCode, Version};
+use http_body_util::Full;
 use rustls::AlertDescription;
 use support::*;
 use time::OffsetDateTime;
@@ -26,7 +29,9 @@ fn full(body: impl Into<Bytes>) -> Full<Bytes> {
 
 #[tokio::test]
 async fn valid_chain_gets_through_with_every_spec_header() {
-    let env = Env::start_with(|s| s.extra_yaml = "headers: {forward_cert: true, rfc9440: true}\n".into()).await;
+    let env =
+        Env::start_with(|s| s.extra_yaml = "headers: {forward_cert: true, rfc9440: true}\n".into())
+            .await;
     let mut spec = LeafSpec::client("wise-client");
     spec.org = Some("Wise Test".into());
     spec.dns = vec!["a.wise.test".into(), "b.wise.test".into()];
@@ -56,7 +61,10 @@ async fn valid_chain_gets_through_with_every_spec_header() {
     assert_eq!(one("host"), "webhooks.example.com", "Host is preserved");
     assert_eq!(one("x-client-cert-verified"), "SUCCESS");
     assert_eq!(one("x-client-cert-subject"), "CN=wise-client,O=Wise Test");
-    assert_eq!(one("x-client-cert-issuer"), "CN=Test Issuing CA,O=Wise Test");
+    assert_eq!(
+        one("x-client-cert-issuer"),
+        "CN=Test Issuing CA,O=Wise Test"
+    );
     assert_eq!(one("x-client-cert-serial"), "8F1234");
     assert_eq!(one("x-client-cert-sha256"), sha);
     assert_eq!(one("x-client-cert-not-after"), "2027-01-31T23:59:59Z");
@@ -75,9 +83,11 @@ async fn valid_chain_gets_through_with_every_spec_header() {
     assert_eq!(rid.len(), 36, "{rid}");
     // X-Client-Cert: the URL-encoded PEM of the leaf.
     let forwarded = one("x-client-cert");
-    assert!(forwarded.starts_with("-----BEGIN%20CERTIFICATE-----%0A"), "{forwarded}");
+    assert!(
+        forwarded.starts_with("-----BEGIN%20CERTIFICATE-----%0A"),
+        "{forwarded}"
+    );
     // RFC 9440: byte sequences of the leaf and of the chain the client sent.
-    use base64::Engine as _;
     let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
     assert_eq!(one("client-cert"), format!(":{}:", b64(&leaf.der)));
     assert_eq!(
@@ -93,7 +103,11 @@ async fn leaf_only_works_when_the_intermediate_is_in_the_bundle() {
     let leaf = env.client_leaf();
     let cfg = env.pki.client_config(&leaf, false, &[b"http/1.1"]);
     let err = env.send(cfg, get("/")).await.unwrap_err();
-    assert_eq!(alert_of(err.as_ref()), Some(AlertDescription::UnknownCA), "{err}");
+    assert_eq!(
+        alert_of(err.as_ref()),
+        Some(AlertDescription::UnknownCA),
+        "{err}"
+    );
     assert!(env.upstream.seen().is_empty());
 
     // Root + intermediate in the bundle (two files): leaf only → 200.
@@ -116,8 +130,14 @@ async fn leaf_only_works_when_the_intermediate_is_in_the_bundle() {
     assert_eq!(resp.status(), StatusCode::OK);
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].headers["x-client-cert-subject"], "CN=leaf-only,O=Wise Test");
-    assert_eq!(seen[0].headers["x-client-cert-issuer"], "CN=Test Issuing CA,O=Wise Test");
+    assert_eq!(
+        seen[0].headers["x-client-cert-subject"],
+        "CN=leaf-only,O=Wise Test"
+    );
+    assert_eq!(
+        seen[0].headers["x-client-cert-issuer"],
+        "CN=Test Issuing CA,O=Wise Test"
+    );
     // And leaf + intermediate still works against the same bundle.
     let cfg = pki.client_config(&leaf, true, &[b"http/1.1"]);
     let resp = hookgate::client::request_once(server.local_addr(), "localhost", cfg, get("/"))
@@ -129,19 +149,31 @@ async fn leaf_only_works_when_the_intermediate_is_in_the_bundle() {
 
 /// Sends a request with `cfg` and asserts the TLS handshake refused it with `alert`, and that
 /// nothing reached the upstream.
-async fn assert_refused(env: &Env, cfg: std::sync::Arc<rustls::ClientConfig>, alert: AlertDescription) {
+async fn assert_refused(
+    env: &Env,
+    cfg: std::sync::Arc<rustls::ClientConfig>,
+    alert: AlertDescription,
+) {
     let req = webhook().body(full("{}")).unwrap();
     match env.send(cfg, req).await {
         Ok(r) => panic!("expected a refused handshake, got HTTP {}", r.status()),
         Err(e) => assert_eq!(alert_of(e.as_ref()), Some(alert), "{e:?}"),
     }
-    assert!(env.upstream.seen().is_empty(), "nothing may reach the upstream");
+    assert!(
+        env.upstream.seen().is_empty(),
+        "nothing may reach the upstream"
+    );
 }
 
 #[tokio::test]
 async fn no_client_certificate_is_refused() {
     let env = Env::start().await;
-    assert_refused(&env, env.pki.anonymous_config(), AlertDescription::CertificateRequired).await;
+    assert_refused(
+        &env,
+        env.pki.anonymous_config(),
+        AlertDescription::CertificateRequired,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -149,7 +181,12 @@ async fn unknown_ca_is_refused() {
     let env = Env::start().await;
     let other = Ca::root("Some Other CA", "Mallory").unwrap();
     let leaf = other.issue(&LeafSpec::client("mallory")).unwrap();
-    let cfg = hookgate::client::config(env.pki.server_roots(), Some((vec![leaf.der.clone()], leaf.key_der())), &[]).unwrap();
+    let cfg = hookgate::client::config(
+        env.pki.server_roots(),
+        Some((vec![leaf.der.clone()], leaf.key_der())),
+        &[],
+    )
+    .unwrap();
     assert_refused(&env, cfg, AlertDescription::UnknownCA).await;
 }
 
@@ -157,7 +194,12 @@ async fn unknown_ca_is_refused() {
 async fn self_signed_client_is_refused() {
     let env = Env::start().await;
     let leaf = LeafSpec::client("self-made").self_signed().unwrap();
-    let cfg = hookgate::client::config(env.pki.server_roots(), Some((vec![leaf.der.clone()], leaf.key_der())), &[]).unwrap();
+    let cfg = hookgate::client::config(
+        env.pki.server_roots(),
+        Some((vec![leaf.der.clone()], leaf.key_der())),
+        &[],
+    )
+    .unwrap();
     assert_refused(&env, cfg, AlertDescription::UnknownCA).await;
 }
 
@@ -169,13 +211,23 @@ async fn expired_and_not_yet_valid_leaves_are_refused() {
     expired.not_before = now - Duration::from_secs(10 * 86_400);
     expired.not_after = now - Duration::from_secs(86_400);
     let leaf = env.pki.client(&expired);
-    assert_refused(&env, env.pki.client_config(&leaf, true, &[]), AlertDescription::CertificateExpired).await;
+    assert_refused(
+        &env,
+        env.pki.client_config(&leaf, true, &[]),
+        AlertDescription::CertificateExpired,
+    )
+    .await;
 
     let mut future = LeafSpec::client("future");
     future.not_before = now + Duration::from_secs(86_400);
     future.not_after = now + Duration::from_secs(10 * 86_400);
     let leaf = env.pki.client(&future);
-    assert_refused(&env, env.pki.client_config(&leaf, true, &[]), AlertDescription::CertificateExpired).await;
+    assert_refused(
+        &env,
+        env.pki.client_config(&leaf, true, &[]),
+        AlertDescription::CertificateExpired,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -184,7 +236,12 @@ async fn server_auth_only_eku_is_refused() {
     let mut spec = LeafSpec::client("server-only");
     spec.eku = vec![Eku::ServerAuth];
     let leaf = env.pki.client(&spec);
-    assert_refused(&env, env.pki.client_config(&leaf, true, &[]), AlertDescription::UnsupportedCertificate).await;
+    assert_refused(
+        &env,
+        env.pki.client_config(&leaf, true, &[]),
+        AlertDescription::UnsupportedCertificate,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -196,18 +253,31 @@ async fn tls12_clients_work_and_min_version_13_refuses_them() {
             .with_protocol_versions(&[&rustls::version::TLS12])
             .unwrap()
             .with_root_certificates(roots)
-            .with_client_auth_cert(vec![leaf.der.clone(), env.pki.intermediate.der()], leaf.key_der())
+            .with_client_auth_cert(
+                vec![leaf.der.clone(), env.pki.intermediate.der()],
+                leaf.key_der(),
+            )
             .unwrap();
         std::sync::Arc::new(cfg)
     };
-    let resp = env.send(tls12(env.pki.server_roots()), get("/")).await.unwrap();
+    let resp = env
+        .send(tls12(env.pki.server_roots()), get("/"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
 
     assert_eq!(env.upstream.seen().len(), 1);
 
     let env13 = Env::start_with(|s| s.tls_yaml = "  min_version: \"1.3\"\n".into()).await;
-    let err = env13.send(tls12(env13.pki.server_roots()), get("/")).await.unwrap_err();
-    assert_eq!(alert_of(err.as_ref()), Some(AlertDescription::ProtocolVersion), "{err:?}");
+    let err = env13
+        .send(tls12(env13.pki.server_roots()), get("/"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        alert_of(err.as_ref()),
+        Some(AlertDescription::ProtocolVersion),
+        "{err:?}"
+    );
     assert!(env13.upstream.seen().is_empty());
 }
 
@@ -230,17 +300,33 @@ async fn spoofed_identity_headers_are_replaced() {
     let resp = env.send(cfg, req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let r = &env.upstream.seen()[0];
-    let all = |n: &str| r.headers.get_all(n).iter().map(|v| v.to_str().unwrap().to_string()).collect::<Vec<_>>();
+    let all = |n: &str| {
+        r.headers
+            .get_all(n)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(all("x-client-cert-subject"), ["CN=wise-client,O=Wise Test"]);
     assert!(all("x_client_cert_subject").is_empty());
     let xfcc = all("x-forwarded-client-cert");
     assert_eq!(xfcc.len(), 1);
-    assert!(xfcc[0].starts_with(&format!("Hash={};", sha256_hex(&leaf.der))), "{xfcc:?}");
+    assert!(
+        xfcc[0].starts_with(&format!("Hash={};", sha256_hex(&leaf.der))),
+        "{xfcc:?}"
+    );
     assert_eq!(all("x-client-cert-verified"), ["SUCCESS"]);
     assert!(all("x-client-certificate-whatever").is_empty());
-    assert!(all("client-cert").is_empty(), "rfc9440 is off: no Client-Cert at all");
+    assert!(
+        all("client-cert").is_empty(),
+        "rfc9440 is off: no Client-Cert at all"
+    );
     assert_eq!(all("x-forwarded-for"), ["127.0.0.1"]);
-    assert_eq!(all("x-request-id"), ["keep-me"], "a sent X-Request-Id is kept");
+    assert_eq!(
+        all("x-request-id"),
+        ["keep-me"],
+        "a sent X-Request-Id is kept"
+    );
 }
 
 #[tokio::test]
@@ -259,12 +345,16 @@ async fn hop_by_hop_headers_are_not_forwarded() {
     assert_eq!(env.send(cfg, req).await.unwrap().status(), StatusCode::OK);
     let r = &env.upstream.seen()[0];
     for h in ["x-hop", "keep-alive", "proxy-connection"] {
-        assert!(!r.headers.contains_key(h), "{h} was forwarded: {:?}", r.headers);
+        assert!(
+            !r.headers.contains_key(h),
+            "{h} was forwarded: {:?}",
+            r.headers
+        );
     }
     assert_eq!(r.headers["x-end-to-end"], "yes");
 }
 
-async fn json_error(resp: &http::Response<Bytes>) -> serde_json::Value {
+fn json_error(resp: &http::Response<Bytes>) -> serde_json::Value {
     assert_eq!(resp.headers()["content-type"], "application/json");
     serde_json::from_slice(resp.body()).unwrap()
 }
@@ -272,12 +362,19 @@ async fn json_error(resp: &http::Response<Bytes>) -> serde_json::Value {
 #[tokio::test]
 async fn upstream_down_is_502_json() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let env = Env::start_with(|s| s.upstream_url = format!("http://127.0.0.1:{port}")).await;
     let leaf = env.client_leaf();
-    let resp = env.send(env.pki.client_config(&leaf, true, &[]), get("/")).await.unwrap();
+    let resp = env
+        .send(env.pki.client_config(&leaf, true, &[]), get("/"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
-    let j = json_error(&resp).await;
+    let j = json_error(&resp);
     assert_eq!(j["error"], "upstream_unavailable");
     assert!(j["message"].as_str().unwrap().len() > 5);
 }
@@ -297,12 +394,20 @@ async fn slow_upstream_is_504_json() {
     spec.org = Some("o".into());
     let leaf = pki.client(&spec);
     let started = std::time::Instant::now();
-    let resp = hookgate::client::request_once(server.local_addr(), "localhost", pki.client_config(&leaf, true, &[]), get("/"))
-        .await
-        .unwrap();
+    let resp = hookgate::client::request_once(
+        server.local_addr(),
+        "localhost",
+        pki.client_config(&leaf, true, &[]),
+        get("/"),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
-    assert!(started.elapsed() < Duration::from_secs(2), "answered at the timeout, not after the upstream");
-    let j = json_error(&resp).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at the timeout, not after the upstream"
+    );
+    let j = json_error(&resp);
     assert_eq!(j["error"], "upstream_timeout");
     assert_eq!(slow.seen().len(), 1);
     server.shutdown().await;
@@ -313,7 +418,9 @@ async fn http2_through_alpn() {
     let env = Env::start().await;
     let leaf = env.client_leaf();
     let cfg = env.pki.client_config(&leaf, true, &[b"h2"]);
-    let tls = hookgate::client::connect(env.addr, "localhost", cfg).await.unwrap();
+    let tls = hookgate::client::connect(env.addr, "localhost", cfg)
+        .await
+        .unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -331,19 +438,30 @@ async fn http2_through_alpn() {
     assert_eq!(resp.version(), Version::HTTP_2);
     let r = &env.upstream.seen()[0];
     assert_eq!(r.version, Version::HTTP_11, "the upstream speaks HTTP/1.1");
-    assert_eq!(r.headers["host"], "webhooks.example.com", ":authority becomes Host");
+    assert_eq!(
+        r.headers["host"], "webhooks.example.com",
+        ":authority becomes Host"
+    );
     assert_eq!(r.uri, "/h2");
     assert_eq!(r.body.as_ref(), b"{\"h2\":true}");
-    assert_eq!(r.headers["x-client-cert-subject"], "CN=wise-client,O=Wise Test");
+    assert_eq!(
+        r.headers["x-client-cert-subject"],
+        "CN=wise-client,O=Wise Test"
+    );
 }
 
 #[tokio::test]
 async fn sixty_kib_body_arrives_byte_exact() {
     let env = Env::start().await;
     let leaf = env.client_leaf();
-    let body: Vec<u8> = (0..60 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let body: Vec<u8> = (0..60 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let req = webhook().body(full(body.clone())).unwrap();
-    let resp = env.send(env.pki.client_config(&leaf, true, &[]), req).await.unwrap();
+    let resp = env
+        .send(env.pki.client_config(&leaf, true, &[]), req)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let r = &env.upstream.seen()[0];
     assert_eq!(r.body.len(), body.len());
@@ -359,7 +477,10 @@ async fn unix_socket_upstream() {
     tokio::spawn(upstream.clone().serve_unix(listener));
     let env = Env::start_with(|s| s.upstream_url = format!("unix:{}", sock.display())).await;
     let leaf = env.client_leaf();
-    let resp = env.send(env.pki.client_config(&leaf, true, &[]), get("/via-unix")).await.unwrap();
+    let resp = env
+        .send(env.pki.client_config(&leaf, true, &[]), get("/via-unix"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
@@ -372,21 +493,35 @@ async fn unix_socket_upstream() {
 async fn keep_alive_connection_carries_many_requests_with_one_identity() {
     let env = Env::start().await;
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(env.addr, "localhost", env.pki.client_config(&leaf, true, &[b"http/1.1"]))
+    let tls = hookgate::client::connect(
+        env.addr,
+        "localhost",
+        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
         .await
         .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
     tokio::spawn(conn);
     for i in 0..5 {
         let resp = send.send_request(get(&format!("/{i}"))).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        http_body_util::BodyExt::collect(resp.into_body()).await.unwrap();
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
     }
     let seen = env.upstream.seen();
     assert_eq!(seen.len(), 5);
-    let ids: std::collections::HashSet<_> = seen.iter().map(|r| r.headers["x-request-id"].clone()).collect();
+    let ids: std::collections::HashSet<_> = seen
+        .iter()
+        .map(|r| r.headers["x-request-id"].clone())
+        .collect();
     assert_eq!(ids.len(), 5, "each request gets its own X-Request-Id");
-    assert!(seen.iter().all(|r| r.headers["x-client-cert-sha256"] == sha256_hex(&leaf.der).as_str()));
+    assert!(
+        seen.iter()
+            .all(|r| r.headers["x-client-cert-sha256"] == sha256_hex(&leaf.der).as_str())
+    );
 }
 
 #[tokio::test]
@@ -402,7 +537,10 @@ async fn a_silent_client_is_dropped_after_the_handshake_timeout() {
         .unwrap_or(0);
     assert_eq!(n, 0, "closed without a byte");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
@@ -410,9 +548,16 @@ async fn garbage_instead_of_a_client_hello_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let env = Env::start().await;
     let mut tcp = tokio::net::TcpStream::connect(env.addr).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut buf)).await.unwrap();
-    assert!(!buf.starts_with(b"HTTP/"), "no HTTP response to a plaintext client");
+    let _ = tokio::time::timeout(Duration::from_secs(3), tcp.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        !buf.starts_with(b"HTTP/"),
+        "no HTTP response to a plaintext client"
+    );
     assert!(env.upstream.seen().is_empty());
 }

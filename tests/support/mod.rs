@@ -1,6 +1,7 @@
 //! Shared test harness: a PKI minted per test with rcgen, a recording upstream, and the real
 //! proxy started in-process on 127.0.0.1:0 (port 0 so that parallel tests never collide).
 #![allow(dead_code)] // each test crate uses a different part of this module
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::Full;
 use hookgate::demo::EchoUpstream;
 use hookgate::pki::{Ca, Leaf, LeafSpec};
+use http::{Request, Response};
+use http_body_util::Full;
 use pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
@@ -81,7 +82,12 @@ impl Pki {
     }
 
     /// A client config presenting `chain` (leaf first) with `leaf`'s key.
-    pub fn client_config(&self, leaf: &Leaf, send_intermediate: bool, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    pub fn client_config(
+        &self,
+        leaf: &Leaf,
+        send_intermediate: bool,
+        alpn: &[&[u8]],
+    ) -> Arc<ClientConfig> {
         let mut chain = vec![leaf.der.clone()];
         if send_intermediate {
             chain.push(self.intermediate.der());
@@ -128,7 +134,10 @@ pub fn write_config(dir: &TempDir, pki: &Pki, setup: &Setup) -> PathBuf {
     );
     dir.write(
         "server.key",
-        setup.server_key_pem.as_deref().unwrap_or(&pki.server.key_pem),
+        setup
+            .server_key_pem
+            .as_deref()
+            .unwrap_or(&pki.server.key_pem),
     );
     let mut cas = Vec::new();
     for (i, pem) in setup.client_ca_pems.iter().enumerate() {
@@ -222,7 +231,8 @@ pub fn alert_of(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Alert
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             if let Some(inner) = io.get_ref() {
-                if let Some(rustls::Error::AlertReceived(a)) = inner.downcast_ref::<rustls::Error>() {
+                if let Some(rustls::Error::AlertReceived(a)) = inner.downcast_ref::<rustls::Error>()
+                {
                     return Some(*a);
                 }
             }
@@ -268,7 +278,9 @@ pub fn pem_block(label: &str, der: &[u8]) -> String {
         out.push_str(std::str::from_utf8(chunk).unwrap());
         out.push('\n');
     }
-    out.push_str(&format!("-----END {label}-----\n"));
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
     out
 }
 
