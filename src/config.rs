@@ -1036,6 +1036,14 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.yaml");
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.tls.client_ca.len(), 1);
+        assert_eq!(c.shutdown.grace_period, Duration::from_secs(25));
+    }
+
+    #[test]
     fn yaml_syntax_errors_name_the_line() {
         let e = errors("upstream:\n  url: [\n");
         assert!(e[0].contains("line"), "{e:?}");

@@ -561,3 +561,34 @@ async fn garbage_instead_of_a_client_hello_is_closed() {
     );
     assert!(env.upstream.seen().is_empty());
 }
+
+#[tokio::test]
+async fn oversized_declared_body_is_413_and_not_forwarded() {
+    let env = Env::start().await; // limits.max_body: 1MiB by default
+    let leaf = env.client_leaf();
+    let body = vec![b'x'; (1 << 20) + 1];
+    let req = webhook().body(full(body)).unwrap();
+    let resp = env
+        .send(env.pki.client_config(&leaf, true, &[]), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json_error(&resp)["error"], "body_too_large");
+    assert!(env.upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_request_head_is_431() {
+    let env = Env::start().await; // limits.max_header_bytes: 16KiB by default
+    let leaf = env.client_leaf();
+    let req = webhook()
+        .header("x-big", "a".repeat(20 * 1024))
+        .body(full("{}"))
+        .unwrap();
+    let resp = env
+        .send(env.pki.client_config(&leaf, true, &[]), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(env.upstream.seen().is_empty());
+}
