@@ -309,7 +309,8 @@ pub fn rfc3339(unix: i64) -> String {
     )
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+/// PEM text for one DER block, 64 columns.
+pub fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");

@@ -181,26 +181,24 @@ async fn unknown_ca_is_refused() {
     let env = Env::start().await;
     let other = Ca::root("Some Other CA", "Mallory").unwrap();
     let leaf = other.issue(&LeafSpec::client("mallory")).unwrap();
-    let cfg = hookgate::client::config(
-        env.pki.server_roots(),
-        Some((vec![leaf.der.clone()], leaf.key_der())),
-        &[],
+    assert_refused(
+        &env,
+        env.pki.foreign_config(&leaf),
+        AlertDescription::UnknownCA,
     )
-    .unwrap();
-    assert_refused(&env, cfg, AlertDescription::UnknownCA).await;
+    .await;
 }
 
 #[tokio::test]
 async fn self_signed_client_is_refused() {
     let env = Env::start().await;
     let leaf = LeafSpec::client("self-made").self_signed().unwrap();
-    let cfg = hookgate::client::config(
-        env.pki.server_roots(),
-        Some((vec![leaf.der.clone()], leaf.key_der())),
-        &[],
+    assert_refused(
+        &env,
+        env.pki.foreign_config(&leaf),
+        AlertDescription::UnknownCA,
     )
-    .unwrap();
-    assert_refused(&env, cfg, AlertDescription::UnknownCA).await;
+    .await;
 }
 
 #[tokio::test]

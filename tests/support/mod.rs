@@ -95,6 +95,16 @@ impl Pki {
         hookgate::client::config(self.server_roots(), Some((chain, leaf.key_der())), alpn).unwrap()
     }
 
+    /// A client config presenting a leaf that did not come from the test PKI.
+    pub fn foreign_config(&self, leaf: &Leaf) -> Arc<ClientConfig> {
+        hookgate::client::config(
+            self.server_roots(),
+            Some((vec![leaf.der.clone()], leaf.key_der())),
+            &[],
+        )
+        .unwrap()
+    }
+
     pub fn anonymous_config(&self) -> Arc<ClientConfig> {
         hookgate::client::config(self.server_roots(), None, &[b"http/1.1"]).unwrap()
     }
@@ -271,17 +281,7 @@ pub fn pkcs8_inner(pkcs8: &[u8]) -> Vec<u8> {
 }
 
 pub fn pem_block(label: &str, der: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(chunk).unwrap());
-        out.push('\n');
-    }
-    out.push_str("-----END ");
-    out.push_str(label);
-    out.push_str("-----\n");
-    out
+    hookgate::identity::pem(label, der)
 }
 
 pub fn key_der_of(leaf: &Leaf) -> Vec<u8> {
