@@ -590,3 +590,79 @@ async fn oversized_request_head_is_431() {
     assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert!(env.upstream.seen().is_empty());
 }
+
+/// A body of `chunks` × 64 KiB with no declared length, so HTTP/1.1 sends it chunked.
+struct Chunked {
+    chunks: usize,
+}
+
+impl hyper::body::Body for Chunked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if self.chunks == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.chunks -= 1;
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from(
+            vec![b'y'; 64 * 1024],
+        )))))
+    }
+}
+
+#[tokio::test]
+async fn chunked_body_growing_past_the_limit_is_413_and_never_arrives_complete() {
+    let env = Env::start().await; // limits.max_body: 1MiB
+    let leaf = env.client_leaf();
+    let tls = hookgate::client::connect(
+        env.addr,
+        "localhost",
+        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    // 20 × 64 KiB = 1.25 MiB, with no Content-Length.
+    let req = Request::post("/big")
+        .header("host", "localhost")
+        .body(Chunked { chunks: 20 })
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // The upstream never saw a complete request: it records only bodies that ended cleanly.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        env.upstream.seen().is_empty(),
+        "a truncated body must not look complete"
+    );
+
+    // Under the limit, the same kind of body goes through whole.
+    let leaf = env.client_leaf();
+    let tls = hookgate::client::connect(
+        env.addr,
+        "localhost",
+        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("/ok")
+        .header("host", "localhost")
+        .body(Chunked { chunks: 4 })
+        .unwrap();
+    assert_eq!(
+        send.send_request(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(env.upstream.seen()[0].body.len(), 4 * 64 * 1024);
+}
