@@ -148,18 +148,19 @@ fn run(p: Prepared) -> i32 {
     rt.block_on(async move {
         let drain_delay = p.config.shutdown.drain_delay;
         let listen = p.config.listen;
+        // Handlers first: a SIGTERM that arrives while binding must drain, not kill.
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return EXIT_RUNTIME;
+            }
+        };
         let server = match crate::start(p).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(%listen, error = %e, "cannot start");
                 eprintln!("error: cannot listen on {listen}: {e}");
-                return EXIT_RUNTIME;
-            }
-        };
-        let mut signals = match Signals::new() {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: cannot install signal handlers: {e}");
                 return EXIT_RUNTIME;
             }
         };

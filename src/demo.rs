@@ -29,6 +29,7 @@ pub struct SeenRequest {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
 }
 
 /// A plain-HTTP app that records every request and answers 200 with a JSON summary of it:
@@ -92,7 +93,9 @@ impl EchoUpstream {
 
     async fn answer(self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
         let (parts, body) = req.into_parts();
-        let body = body.collect().await?.to_bytes();
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        let body = collected.to_bytes();
         let headers: serde_json::Map<String, serde_json::Value> = parts
             .headers
             .keys()
@@ -119,6 +122,7 @@ impl EchoUpstream {
                 version: parts.version,
                 headers: parts.headers,
                 body,
+                trailers,
             });
         }
         if !self.delay.is_zero() {

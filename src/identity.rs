@@ -121,10 +121,10 @@ impl IdentityHeaders {
         add("x-client-cert-sha256", &identity.sha256);
         add("x-client-cert-not-after", &identity.not_after);
         if !identity.san_dns.is_empty() {
-            add("x-client-cert-san-dns", &identity.san_dns.join(","));
+            add("x-client-cert-san-dns", &join_sans(&identity.san_dns));
         }
         if !identity.san_uri.is_empty() {
-            add("x-client-cert-san-uri", &identity.san_uri.join(","));
+            add("x-client-cert-san-uri", &join_sans(&identity.san_uri));
         }
         if cfg.xfcc {
             add("x-forwarded-client-cert", &identity.xfcc());
@@ -146,6 +146,16 @@ impl IdentityHeaders {
 }
 
 // === Formatting ===
+
+/// Comma-separated SANs. A comma inside one value (never valid in a DNS name, possible in a
+/// URI) is written `%2C`, so one SAN can never read as two.
+fn join_sans(values: &[String]) -> String {
+    values
+        .iter()
+        .map(|v| v.replace(',', "%2C"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// RFC 4514 string form of a DN: RDNs in reverse order of the encoding (most specific first),
 /// multi-valued RDNs joined with `+`, values escaped per §2.4.
@@ -404,6 +414,12 @@ mod tests {
             id.xfcc(),
             "Hash=ab;Subject=\"CN=a \\\"b\\\",O=c\\\\d\";URI=\"spiffe://t/a;b\";DNS=x.example"
         );
+    }
+
+    #[test]
+    fn a_comma_inside_a_san_cannot_split_it() {
+        let sans = vec!["https://a.example/x,y".to_string(), "b".to_string()];
+        assert_eq!(join_sans(&sans), "https://a.example/x%2Cy,b");
     }
 
     #[test]

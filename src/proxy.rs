@@ -193,11 +193,16 @@ pub fn strip_reserved(h: &mut HeaderMap) {
 
 fn is_reserved(name: &[u8]) -> bool {
     const PREFIXES: [&[u8]; 2] = [b"x-client-cert", b"client-cert"];
-    const EXACT: [&[u8]; 4] = [
+    // `Forwarded` and `X-Real-IP` are not set by hookgate, but they claim a client address
+    // that no trusted proxy vouched for (nothing in front of a sidecar is one), so an app that
+    // reads them would be misled.
+    const EXACT: [&[u8]; 6] = [
         b"x-forwarded-client-cert",
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-signature-verified",
+        b"forwarded",
+        b"x-real-ip",
     ];
     PREFIXES.iter().any(|p| norm_starts_with(name, p))
         || EXACT.iter().any(|e| name.len() == e.len() && norm_starts_with(name, e))
@@ -240,6 +245,13 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
+                // Trailer fields could smuggle an identity header past `strip_reserved` to an
+                // app that merges trailers into headers; they get the same cleaning.
+                let mut trailers = frame.into_trailers().unwrap_or_default();
+                strip_reserved(&mut trailers);
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
@@ -319,9 +331,11 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `X-Forwarded-For` for a peer: its IP address only, as nginx's `$remote_addr`.
+/// `X-Forwarded-For` for a peer: its IP address only, as nginx's `$remote_addr`. An IPv4 peer
+/// on a dual-stack listener is written as IPv4, not `::ffff:a.b.c.d`.
 pub fn forwarded_for(peer: SocketAddr) -> HeaderValue {
-    HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+    HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
@@ -342,6 +356,8 @@ mod tests {
             "x-forwarded-proto",
             "x-signature-verified",
             "x_request_id",
+            "forwarded",
+            "x_real_ip",
         ] {
             assert!(is_reserved(n.as_bytes()), "{n}");
         }
@@ -371,6 +387,14 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_for_writes_mapped_ipv4_as_ipv4() {
+        let v4_mapped: SocketAddr = "[::ffff:192.0.2.7]:443".parse().unwrap();
+        assert_eq!(forwarded_for(v4_mapped), "192.0.2.7");
+        let v6: SocketAddr = "[2001:db8::1]:443".parse().unwrap();
+        assert_eq!(forwarded_for(v6), "2001:db8::1");
     }
 
     #[test]

@@ -666,3 +666,76 @@ async fn chunked_body_growing_past_the_limit_is_413_and_never_arrives_complete()
     );
     assert_eq!(env.upstream.seen()[0].body.len(), 4 * 64 * 1024);
 }
+
+/// A chunked body with one data frame and then trailers.
+struct WithTrailers {
+    sent_data: bool,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl hyper::body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if !self.sent_data {
+            self.sent_data = true;
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+                b"{}",
+            )))));
+        }
+        std::task::Poll::Ready(
+            self.trailers
+                .take()
+                .map(|t| Ok(hyper::body::Frame::trailers(t))),
+        )
+    }
+}
+
+#[tokio::test]
+async fn identity_headers_cannot_be_smuggled_in_trailers() {
+    let env = Env::start().await;
+    let leaf = env.client_leaf();
+    let tls = hookgate::client::connect(
+        env.addr,
+        "localhost",
+        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-client-cert-subject", "CN=admin".parse().unwrap());
+    trailers.insert("x-checksum", "abc".parse().unwrap());
+    let req = Request::post("/t")
+        .header("host", "localhost")
+        .header("te", "trailers")
+        .header("trailer", "X-Client-Cert-Subject, X-Checksum")
+        .body(WithTrailers {
+            sent_data: false,
+            trailers: Some(trailers),
+        })
+        .unwrap();
+    assert_eq!(
+        send.send_request(req).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let r = &env.upstream.seen()[0];
+    let t = r.trailers.clone().unwrap_or_default();
+    assert!(!t.contains_key("x-client-cert-subject"), "smuggled: {t:?}");
+    assert_eq!(
+        t.get("x-checksum").map(|v| v.to_str().unwrap()),
+        Some("abc"),
+        "other trailers pass: {t:?}"
+    );
+    assert_eq!(
+        r.headers["x-client-cert-subject"],
+        "CN=wise-client,O=Wise Test"
+    );
+}
