@@ -491,17 +491,7 @@ async fn unix_socket_upstream() {
 async fn keep_alive_connection_carries_many_requests_with_one_identity() {
     let env = Env::start().await;
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = env.h1_connection(&leaf).await;
     for i in 0..5 {
         let resp = send.send_request(get(&format!("/{i}"))).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
@@ -618,17 +608,7 @@ impl hyper::body::Body for Chunked {
 async fn chunked_body_growing_past_the_limit_is_413_and_never_arrives_complete() {
     let env = Env::start().await; // limits.max_body: 1MiB
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = env.h1_connection(&leaf).await;
     // 20 × 64 KiB = 1.25 MiB, with no Content-Length.
     let req = Request::post("/big")
         .header("host", "localhost")
@@ -645,17 +625,7 @@ async fn chunked_body_growing_past_the_limit_is_413_and_never_arrives_complete()
 
     // Under the limit, the same kind of body goes through whole.
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = env.h1_connection(&leaf).await;
     let req = Request::post("/ok")
         .header("host", "localhost")
         .body(Chunked { chunks: 4 })
@@ -699,17 +669,7 @@ impl hyper::body::Body for WithTrailers {
 async fn identity_headers_cannot_be_smuggled_in_trailers() {
     let env = Env::start().await;
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut send = env.h1_connection(&leaf).await;
     let mut trailers = http::HeaderMap::new();
     trailers.insert("x-client-cert-subject", "CN=admin".parse().unwrap());
     trailers.insert("x-checksum", "abc".parse().unwrap());

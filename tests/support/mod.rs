@@ -214,6 +214,24 @@ impl Env {
         self.pki.client(&spec)
     }
 
+    /// A keep-alive HTTP/1.1 connection presenting `leaf` (with the intermediate).
+    pub async fn h1_connection<B>(&self, leaf: &Leaf) -> hyper::client::conn::http1::SendRequest<B>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let cfg = self.pki.client_config(leaf, true, &[b"http/1.1"]);
+        let tls = hookgate::client::connect(self.addr, "localhost", cfg)
+            .await
+            .unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send
+    }
+
     pub async fn send(
         &self,
         cfg: Arc<ClientConfig>,
