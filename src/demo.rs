@@ -242,6 +242,15 @@ async fn run_inner(self_test: bool) -> Result<i32, Box<dyn std::error::Error>> {
     Ok(code)
 }
 
+/// One request with a client config that may have failed to build.
+async fn send(
+    addr: SocketAddr,
+    cfg: Result<Arc<rustls::ClientConfig>, rustls::Error>,
+    req: http::Result<Request<Full<Bytes>>>,
+) -> Result<Response<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
+    crate::client::request_once(addr, "localhost", cfg?, req?).await
+}
+
 async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstream) -> i32 {
     let mut failures = 0;
     let mut check = |ok: bool, what: &str| {
@@ -270,11 +279,7 @@ async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstre
         Some((chain, pki.client.key_der())),
         &[b"http/1.1"],
     );
-    let resp = match (with_cert, req()) {
-        (Ok(cfg), Ok(r)) => crate::client::request_once(addr, "localhost", cfg, r).await,
-        (Err(e), _) => Err(e.into()),
-        (_, Err(e)) => Err(e.into()),
-    };
+    let resp = send(addr, with_cert, req()).await;
     match &resp {
         Ok(r) => check(
             r.status() == StatusCode::OK,
@@ -326,11 +331,7 @@ async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstre
 
     // 2. A client without a certificate is refused in the handshake; nothing is forwarded.
     let without = crate::client::config(roots, None, &[b"http/1.1"]);
-    let resp = match (without, req()) {
-        (Ok(cfg), Ok(r)) => crate::client::request_once(addr, "localhost", cfg, r).await,
-        (Err(e), _) => Err(e.into()),
-        (_, Err(e)) => Err(e.into()),
-    };
+    let resp = send(addr, without, req()).await;
     match resp {
         Ok(r) => check(false, &format!("no client cert: got HTTP {}", r.status())),
         Err(e) => check(

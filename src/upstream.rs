@@ -10,7 +10,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
-use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -149,6 +148,3 @@ impl Write for UpstreamIo {
         }
     }
 }
-
-/// The response body type the client yields.
-pub type ResponseBody = Incoming;

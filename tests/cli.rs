@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hookgate::demo::EchoUpstream;
+use hookgate::identity::pem;
 use hookgate::pki::{LeafSpec, RcgenKeyPair};
 use support::*;
 
@@ -138,8 +139,6 @@ fn run_refuses_bad_config_before_binding_any_port() {
 
 #[test]
 fn server_keys_in_every_supported_format() {
-    let pki = Pki::new();
-    let spec = LeafSpec::localhost_server();
     let cases: Vec<(&str, &'static rcgen::SignatureAlgorithm, &str)> = vec![
         ("rsa-pkcs8", &rcgen::PKCS_RSA_SHA256, "PRIVATE KEY"),
         ("rsa-pkcs1", &rcgen::PKCS_RSA_SHA256, "RSA PRIVATE KEY"),
@@ -164,35 +163,28 @@ fn server_keys_in_every_supported_format() {
             RcgenKeyPair::generate_for(alg).unwrap()
         };
         let pkcs8 = key.serialize_der();
-        let leaf = pki.server_ca.issue_with_key(&spec, &key).unwrap();
         let key_pem = if label == "PRIVATE KEY" {
-            pem_block(label, &pkcs8)
+            pem(label, &pkcs8)
         } else {
-            pem_block(label, &pkcs8_inner(&pkcs8))
+            pem(label, &pkcs8_inner(&pkcs8))
         };
-        let upstream = EchoUpstream::default();
         rt.block_on(async {
-            let addr = upstream.clone().spawn().await.unwrap();
-            let mut setup = Setup::new(&pki, format!("http://{addr}"));
-            setup.server_cert_pem = Some(leaf.pem.clone());
-            setup.server_key_pem = Some(key_pem);
-            let dir = TempDir::new(name);
-            let prepared = hookgate::prepare(&write_config(&dir, &pki, &setup))
+            let env = Env::start_with(|pki, s| {
+                let leaf = pki
+                    .server_ca
+                    .issue_with_key(&LeafSpec::localhost_server(), &key);
+                s.server_cert_pem = Some(leaf.unwrap().pem);
+                s.server_key_pem = Some(key_pem);
+            })
+            .await;
+            let client = env.client_leaf();
+            let resp = env
+                .send(env.pki.client_config(&client, true, &[]), get("/"))
+                .await
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let server = hookgate::start(prepared).await.unwrap();
-            let client = pki.client(&LeafSpec::client("k"));
-            let resp = hookgate::client::request_once(
-                server.local_addr(),
-                "localhost",
-                pki.client_config(&client, true, &[]),
-                get("/"),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(resp.status(), 200, "{name}");
-            server.shutdown().await;
+            assert_eq!(env.upstream.seen().len(), 1, "{name}");
         });
-        assert_eq!(upstream.seen().len(), 1, "{name}");
     }
 }
 

@@ -29,9 +29,10 @@ fn full(body: impl Into<Bytes>) -> Full<Bytes> {
 
 #[tokio::test]
 async fn valid_chain_gets_through_with_every_spec_header() {
-    let env =
-        Env::start_with(|s| s.extra_yaml = "headers: {forward_cert: true, rfc9440: true}\n".into())
-            .await;
+    let env = Env::start_with(|_, s| {
+        s.extra_yaml = "headers: {forward_cert: true, rfc9440: true}\n".into();
+    })
+    .await;
     let mut spec = LeafSpec::client("wise-client");
     spec.org = Some("Wise Test".into());
     spec.dns = vec!["a.wise.test".into(), "b.wise.test".into()];
@@ -111,24 +112,17 @@ async fn leaf_only_works_when_the_intermediate_is_in_the_bundle() {
     assert!(env.upstream.seen().is_empty());
 
     // Root + intermediate in the bundle (two files): leaf only → 200.
-    let pki = Pki::new();
-    let upstream = EchoUpstream::default();
-    let upstream_addr = upstream.clone().spawn().await.unwrap();
-    let mut setup = Setup::new(&pki, format!("http://{upstream_addr}"));
-    setup.client_ca_pems = vec![pki.root.pem(), pki.intermediate.pem()];
-    let dir = TempDir::new("bundle");
-    let server = hookgate::start(hookgate::prepare(&write_config(&dir, &pki, &setup)).unwrap())
-        .await
-        .unwrap();
+    let env = Env::start_with(|pki, s| {
+        s.client_ca_pems = vec![pki.root.pem(), pki.intermediate.pem()];
+    })
+    .await;
     let mut spec = LeafSpec::client("leaf-only");
     spec.org = Some("Wise Test".into());
-    let leaf = pki.client(&spec);
-    let cfg = pki.client_config(&leaf, false, &[b"http/1.1"]);
-    let resp = hookgate::client::request_once(server.local_addr(), "localhost", cfg, get("/"))
-        .await
-        .unwrap();
+    let leaf = env.pki.client(&spec);
+    let cfg = env.pki.client_config(&leaf, false, &[b"http/1.1"]);
+    let resp = env.send(cfg, get("/")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let seen = upstream.seen();
+    let seen = env.upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0].headers["x-client-cert-subject"],
@@ -139,12 +133,9 @@ async fn leaf_only_works_when_the_intermediate_is_in_the_bundle() {
         "CN=Test Issuing CA,O=Wise Test"
     );
     // And leaf + intermediate still works against the same bundle.
-    let cfg = pki.client_config(&leaf, true, &[b"http/1.1"]);
-    let resp = hookgate::client::request_once(server.local_addr(), "localhost", cfg, get("/"))
-        .await
-        .unwrap();
+    let cfg = env.pki.client_config(&leaf, true, &[b"http/1.1"]);
+    let resp = env.send(cfg, get("/")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    server.shutdown().await;
 }
 
 /// Sends a request with `cfg` and asserts the TLS handshake refused it with `alert`, and that
@@ -163,6 +154,13 @@ async fn assert_refused(
         env.upstream.seen().is_empty(),
         "nothing may reach the upstream"
     );
+}
+
+/// Issues a leaf from the test intermediate as `spec` says, presents it with its intermediate,
+/// and asserts the handshake refused it with `alert`.
+async fn assert_leaf_refused(env: &Env, spec: &LeafSpec, alert: AlertDescription) {
+    let leaf = env.pki.client(spec);
+    assert_refused(env, env.pki.client_config(&leaf, true, &[]), alert).await;
 }
 
 #[tokio::test]
@@ -208,24 +206,12 @@ async fn expired_and_not_yet_valid_leaves_are_refused() {
     let mut expired = LeafSpec::client("expired");
     expired.not_before = now - Duration::from_secs(10 * 86_400);
     expired.not_after = now - Duration::from_secs(86_400);
-    let leaf = env.pki.client(&expired);
-    assert_refused(
-        &env,
-        env.pki.client_config(&leaf, true, &[]),
-        AlertDescription::CertificateExpired,
-    )
-    .await;
+    assert_leaf_refused(&env, &expired, AlertDescription::CertificateExpired).await;
 
     let mut future = LeafSpec::client("future");
     future.not_before = now + Duration::from_secs(86_400);
     future.not_after = now + Duration::from_secs(10 * 86_400);
-    let leaf = env.pki.client(&future);
-    assert_refused(
-        &env,
-        env.pki.client_config(&leaf, true, &[]),
-        AlertDescription::CertificateExpired,
-    )
-    .await;
+    assert_leaf_refused(&env, &future, AlertDescription::CertificateExpired).await;
 }
 
 #[tokio::test]
@@ -233,13 +219,7 @@ async fn server_auth_only_eku_is_refused() {
     let env = Env::start().await;
     let mut spec = LeafSpec::client("server-only");
     spec.eku = vec![Eku::ServerAuth];
-    let leaf = env.pki.client(&spec);
-    assert_refused(
-        &env,
-        env.pki.client_config(&leaf, true, &[]),
-        AlertDescription::UnsupportedCertificate,
-    )
-    .await;
+    assert_leaf_refused(&env, &spec, AlertDescription::UnsupportedCertificate).await;
 }
 
 #[tokio::test]
@@ -266,7 +246,7 @@ async fn tls12_clients_work_and_min_version_13_refuses_them() {
 
     assert_eq!(env.upstream.seen().len(), 1);
 
-    let env13 = Env::start_with(|s| s.tls_yaml = "  min_version: \"1.3\"\n".into()).await;
+    let env13 = Env::start_with(|_, s| s.tls_yaml = "  min_version: \"1.3\"\n".into()).await;
     let err = env13
         .send(tls12(env13.pki.server_roots()), get("/"))
         .await
@@ -365,7 +345,7 @@ async fn upstream_down_is_502_json() {
         .local_addr()
         .unwrap()
         .port();
-    let env = Env::start_with(|s| s.upstream_url = format!("http://127.0.0.1:{port}")).await;
+    let env = Env::start_with(|_, s| s.upstream_url = format!("http://127.0.0.1:{port}")).await;
     let leaf = env.client_leaf();
     let resp = env
         .send(env.pki.client_config(&leaf, true, &[]), get("/"))
@@ -381,25 +361,17 @@ async fn upstream_down_is_502_json() {
 async fn slow_upstream_is_504_json() {
     let slow = EchoUpstream::with_delay(Duration::from_secs(3));
     let addr = slow.clone().spawn().await.unwrap();
-    let pki = Pki::new();
-    let mut setup = Setup::new(&pki, format!("http://{addr}"));
-    setup.request_timeout = "300ms";
-    let dir = TempDir::new("slow");
-    let server = hookgate::start(hookgate::prepare(&write_config(&dir, &pki, &setup)).unwrap())
+    let env = Env::start_with(|_, s| {
+        s.upstream_url = format!("http://{addr}");
+        s.request_timeout = "300ms";
+    })
+    .await;
+    let leaf = env.client_leaf();
+    let started = std::time::Instant::now();
+    let resp = env
+        .send(env.pki.client_config(&leaf, true, &[]), get("/"))
         .await
         .unwrap();
-    let mut spec = LeafSpec::client("c");
-    spec.org = Some("o".into());
-    let leaf = pki.client(&spec);
-    let started = std::time::Instant::now();
-    let resp = hookgate::client::request_once(
-        server.local_addr(),
-        "localhost",
-        pki.client_config(&leaf, true, &[]),
-        get("/"),
-    )
-    .await
-    .unwrap();
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -408,7 +380,6 @@ async fn slow_upstream_is_504_json() {
     let j = json_error(&resp);
     assert_eq!(j["error"], "upstream_timeout");
     assert_eq!(slow.seen().len(), 1);
-    server.shutdown().await;
 }
 
 #[tokio::test]
@@ -473,7 +444,7 @@ async fn unix_socket_upstream() {
     let upstream = EchoUpstream::default();
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     tokio::spawn(upstream.clone().serve_unix(listener));
-    let env = Env::start_with(|s| s.upstream_url = format!("unix:{}", sock.display())).await;
+    let env = Env::start_with(|_, s| s.upstream_url = format!("unix:{}", sock.display())).await;
     let leaf = env.client_leaf();
     let resp = env
         .send(env.pki.client_config(&leaf, true, &[]), get("/via-unix"))

@@ -13,7 +13,6 @@ use hookgate::demo::EchoUpstream;
 use hookgate::pki::{Ca, Leaf, LeafSpec};
 use http::{Request, Response};
 use http_body_util::Full;
-use pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 /// A temp dir removed on drop.
@@ -183,15 +182,17 @@ pub struct Env {
 impl Env {
     /// Default: an echo upstream on TCP, the root in the bundle.
     pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
+        Self::start_with(|_, _| {}).await
     }
 
-    pub async fn start_with(edit: impl FnOnce(&mut Setup)) -> Self {
+    /// Like [`Env::start`], after `edit` has changed the setup; it sees the PKI so that it can
+    /// put CAs in the bundle or issue a server certificate.
+    pub async fn start_with(edit: impl FnOnce(&Pki, &mut Setup)) -> Self {
         let pki = Pki::new();
         let upstream = EchoUpstream::default();
         let upstream_addr = upstream.clone().spawn().await.unwrap();
         let mut setup = Setup::new(&pki, format!("http://{upstream_addr}"));
-        edit(&mut setup);
+        edit(&pki, &mut setup);
         let dir = TempDir::new("env");
         let config = write_config(&dir, &pki, &setup);
         let prepared = hookgate::prepare(&config).unwrap_or_else(|e| panic!("{e}"));
@@ -296,21 +297,4 @@ pub fn pkcs8_inner(pkcs8: &[u8]) -> Vec<u8> {
     let (tag, key, _) = tlv(rest);
     assert_eq!(tag, 0x04, "PKCS#8 privateKey is an OCTET STRING");
     key.to_vec()
-}
-
-pub fn pem_block(label: &str, der: &[u8]) -> String {
-    hookgate::identity::pem(label, der)
-}
-
-pub fn key_der_of(leaf: &Leaf) -> Vec<u8> {
-    match leaf.key_der() {
-        PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
-        _ => unreachable!("pki mints PKCS#8 keys"),
-    }
-}
-
-pub fn chain_of(leaf: &Leaf, extra: &[CertificateDer<'static>]) -> Vec<CertificateDer<'static>> {
-    let mut v = vec![leaf.der.clone()];
-    v.extend_from_slice(extra);
-    v
 }
