@@ -165,7 +165,12 @@ fn run(p: Prepared) -> i32 {
             }
         };
         let sig = signals.next().await;
-        tracing::info!(signal = sig, ?drain_delay, "shutting down: draining");
+        server.begin_drain();
+        tracing::info!(
+            signal = sig,
+            ?drain_delay,
+            "shutting down: /readyz is 503; draining"
+        );
         // Keep serving while the endpoints controller takes the pod out of rotation; a second
         // signal skips the wait and exits at once.
         tokio::select! {

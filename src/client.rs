@@ -68,3 +68,32 @@ pub async fn request_once(
     let body = body.collect().await?.to_bytes();
     Ok(Response::from_parts(parts, body))
 }
+
+/// A plain-HTTP `GET` on a fresh connection (the admin endpoints): status and body.
+pub async fn get_plain(
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(http::StatusCode, String), Box<dyn std::error::Error + Send + Sync>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(path)
+        .header(http::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let resp = send.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The value of one sample in a Prometheus text exposition, e.g.
+/// `metric_value(text, "hookgate_requests_total{code=\"200\"}")`; `None` when absent.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}

@@ -466,16 +466,19 @@ impl Walker {
 
         let admin_v = top.take("admin");
         let mut admin_s = self.section(admin_v, "admin");
-        let admin_text = self.string(&mut admin_s, "listen");
-        let admin_key = admin_s.key("listen");
-        self.finish(&admin_s, &["listen"]);
-        // The admin listener arrives with the observability work; until then it is not bound.
-        if let Some(t) = &admin_text {
-            self.not_yet(admin_key, t == DEFAULT_ADMIN_LISTEN);
-        }
         let admin = AdminConfig {
-            listen: resolve_one(DEFAULT_ADMIN_LISTEN).unwrap_or(SocketAddr::from(([0; 4], 9090))),
+            listen: self.socket_addr(&mut admin_s, "listen", DEFAULT_ADMIN_LISTEN),
         };
+        self.finish(&admin_s, &["listen"]);
+        if admin.listen == listen && listen.port() != 0 {
+            self.err(
+                "admin.listen",
+                format!(
+                    "{} is also the TLS listener (listen); use another port",
+                    admin.listen
+                ),
+            );
+        }
 
         let shutdown_v = top.take("shutdown");
         let mut sh = self.section(shutdown_v, "shutdown");
@@ -987,7 +990,6 @@ mod tests {
                 "clients: {source_cidrs: [10.0.0.0/8]}\n",
                 "clients.source_cidrs",
             ),
-            ("admin: {listen: \"127.0.0.1:9999\"}\n", "admin.listen"),
             ("limits: {idle_timeout: 5s}\n", "limits.idle_timeout"),
         ] {
             let e = with(extra).join("\n");

@@ -175,6 +175,7 @@ fn write_files(pki: &DemoPki, dir: &Path, upstream: SocketAddr) -> std::io::Resu
              upstream:\n  url: \"http://{upstream}\"\n  request_timeout: 5s\n\
              tls:\n  cert: server.crt\n  key: server.key\n  client_ca: [client-ca.pem]\n\
              headers:\n  xfcc: true\n\
+             admin:\n  listen: \"127.0.0.1:0\"\n\
              shutdown:\n  drain_delay: 0s\n  grace_period: 5s\n\
              log:\n  format: text\n  level: info\n"
         ),
@@ -210,9 +211,11 @@ async fn run_inner(self_test: bool) -> Result<i32, Box<dyn std::error::Error>> {
     crate::logging::init(prepared.config.log);
     let server = crate::start(prepared).await?;
     let addr = server.local_addr();
+    let admin = server.admin_addr();
 
     println!("hookgate demo");
     println!("  proxy (mTLS):    https://{addr}");
+    println!("  metrics:         http://{admin}/metrics   (also /healthz, /readyz)");
     println!("  echo upstream:   http://{upstream_addr}");
     println!("  files:           {}", files.dir.display());
     println!("  config:          {}", files.config.display());
@@ -231,7 +234,7 @@ async fn run_inner(self_test: bool) -> Result<i32, Box<dyn std::error::Error>> {
 
     let code = if self_test {
         println!();
-        self_test_checks(&pki, addr, &upstream).await
+        self_test_checks(&pki, addr, admin, &upstream).await
     } else {
         println!("Press Ctrl-C to stop.");
         tokio::signal::ctrl_c().await?;
@@ -251,7 +254,12 @@ async fn send(
     crate::client::request_once(addr, "localhost", cfg?, req?).await
 }
 
-async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstream) -> i32 {
+async fn self_test_checks(
+    pki: &DemoPki,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    upstream: &EchoUpstream,
+) -> i32 {
     let mut failures = 0;
     let mut check = |ok: bool, what: &str| {
         println!("  {} {what}", if ok { "ok  " } else { "FAIL" });
@@ -344,6 +352,27 @@ async fn self_test_checks(pki: &DemoPki, addr: SocketAddr, upstream: &EchoUpstre
         n == 1,
         &format!("upstream still received {n} request(s) in all"),
     );
+
+    // 3. The metrics tell the same story.
+    match crate::client::get_plain(admin, "/metrics").await {
+        Ok((status, text)) => {
+            let v = |s: &str| crate::client::metric_value(&text, s).unwrap_or(-1.0);
+            for (series, want) in [
+                ("hookgate_tls_handshakes_total{result=\"ok\"}", 1.0),
+                (
+                    "hookgate_tls_handshakes_total{result=\"no_client_cert\"}",
+                    1.0,
+                ),
+                ("hookgate_requests_total{code=\"200\"}", 1.0),
+            ] {
+                check(
+                    status == StatusCode::OK && (v(series) - want).abs() < f64::EPSILON,
+                    &format!("metrics: {series} = {} (want {want})", v(series)),
+                );
+            }
+        }
+        Err(e) => check(false, &format!("metrics: GET /metrics failed: {e}")),
+    }
 
     println!();
     if failures == 0 {

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
 
+use crate::metrics::{RejectReason, UpstreamErrorKind};
+
 /// Why hookgate answered a request itself instead of relaying the upstream's response.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -17,6 +19,9 @@ pub enum ProxyError {
     /// The connection to the upstream broke before its response headers arrived.
     #[error("upstream closed the connection: {0}")]
     UpstreamReset(String),
+    /// The upstream answered with something that is not HTTP/1.1 hyper can parse.
+    #[error("upstream sent an invalid response: {0}")]
+    UpstreamProtocol(String),
     /// The upstream did not send response headers within `upstream.request_timeout`.
     #[error("upstream did not answer within {0:?}")]
     UpstreamTimeout(std::time::Duration),
@@ -28,7 +33,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::UpstreamConnect(_) | Self::UpstreamReset(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamConnect(_) | Self::UpstreamReset(_) | Self::UpstreamProtocol(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
@@ -37,20 +44,53 @@ impl ProxyError {
     /// The `error` field of the JSON body (SPEC "Status codes").
     pub fn code(&self) -> &'static str {
         match self {
-            Self::UpstreamConnect(_) | Self::UpstreamReset(_) => "upstream_unavailable",
+            Self::UpstreamConnect(_) | Self::UpstreamReset(_) | Self::UpstreamProtocol(_) => {
+                "upstream_unavailable"
+            }
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::BodyTooLarge(_) => "body_too_large",
         }
     }
 
     /// The `kind` label of `hookgate_upstream_errors_total`, for upstream failures.
-    pub fn upstream_kind(&self) -> Option<&'static str> {
+    pub fn upstream_kind(&self) -> Option<UpstreamErrorKind> {
         match self {
-            Self::UpstreamConnect(_) => Some("connect"),
-            Self::UpstreamReset(_) => Some("reset"),
-            Self::UpstreamTimeout(_) => Some("timeout"),
+            Self::UpstreamConnect(_) => Some(UpstreamErrorKind::Connect),
+            Self::UpstreamReset(_) => Some(UpstreamErrorKind::Reset),
+            Self::UpstreamProtocol(_) => Some(UpstreamErrorKind::Other),
+            Self::UpstreamTimeout(_) => Some(UpstreamErrorKind::Timeout),
             Self::BodyTooLarge(_) => None,
         }
+    }
+
+    /// The `reason` label of `hookgate_rejected_requests_total`, for requests hookgate refused.
+    pub fn reject_reason(&self) -> Option<RejectReason> {
+        match self {
+            Self::BodyTooLarge(_) => Some(RejectReason::BodyTooLarge),
+            Self::UpstreamConnect(_)
+            | Self::UpstreamReset(_)
+            | Self::UpstreamProtocol(_)
+            | Self::UpstreamTimeout(_) => None,
+        }
+    }
+
+    /// Classifies a failed upstream request: a connect failure, a response hyper cannot parse,
+    /// or a connection that broke (reset, closed early).
+    pub fn from_client_error(e: &hyper_util::client::legacy::Error) -> Self {
+        let text = error_chain(e);
+        if e.is_connect() {
+            return Self::UpstreamConnect(text);
+        }
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+        while let Some(c) = cur {
+            if let Some(h) = c.downcast_ref::<hyper::Error>() {
+                if h.is_parse() || h.is_parse_status() || h.is_parse_too_large() {
+                    return Self::UpstreamProtocol(text);
+                }
+            }
+            cur = c.source();
+        }
+        Self::UpstreamReset(text)
     }
 
     pub fn to_response(&self) -> Response<Full<Bytes>> {
@@ -72,6 +112,18 @@ pub fn json_response(status: StatusCode, code: &str, message: &str) -> Response<
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// An error and its sources, `: `-separated, for a message that says what actually failed.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 fn json_escape(s: &str) -> String {

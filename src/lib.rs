@@ -4,6 +4,8 @@
 //! [`prepare`] loads and checks everything (binding nothing), [`start`] binds and serves, and
 //! the returned [`Server`] reports its address and shuts down gracefully.
 
+pub mod access_log;
+pub mod admin;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -12,8 +14,10 @@ pub mod error;
 pub mod identity;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod pki;
 pub mod proxy;
+pub mod refusal_log;
 pub mod tls;
 pub mod upstream;
 
@@ -50,8 +54,12 @@ pub fn prepare_config(config: Config) -> Result<Prepared, ConfigErrors> {
 /// A running proxy.
 pub struct Server {
     local_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    health: Arc<admin::Health>,
     shutdown: watch::Sender<bool>,
+    admin_shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
 }
 
 impl Server {
@@ -60,28 +68,57 @@ impl Server {
         self.local_addr
     }
 
+    /// The admin listener's address (`/metrics`, `/healthz`, `/readyz`).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Turns `/readyz` to 503 and keeps serving: the first step of a Kubernetes drain.
+    pub fn begin_drain(&self) {
+        self.health.set_draining();
+    }
+
     /// Stops accepting, lets in-flight requests finish within `shutdown.grace_period`, and
-    /// returns when the listener task is done.
+    /// returns when the listener task is done. The admin listener stops last.
     pub async fn shutdown(self) {
+        self.health.set_draining();
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        let _ = self.admin_shutdown.send(true);
+        let _ = self.admin_task.await;
     }
 }
 
-/// Binds the TLS listener and serves in the background. Must be called inside a tokio
-/// runtime.
+/// Binds the admin and TLS listeners and serves in the background. Must be called inside a
+/// tokio runtime.
 pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
     let Prepared { config, material } = prepared;
     let server_config = material
         .server_config(&config.tls)
         .map_err(|e| std::io::Error::other(format!("building the TLS config: {e}")))?;
-    let listener = TcpListener::bind(config.listen).await?;
+    let metrics = Arc::new(
+        metrics::Metrics::new()
+            .map_err(|e| std::io::Error::other(format!("registering metrics: {e}")))?,
+    );
+    metrics.set_certificates(&material);
+    let health = Arc::new(admin::Health::default());
+
+    // Admin first: `/readyz` answers 503 until the TLS listener is up.
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .map_err(|e| bind_error("admin.listen", config.admin.listen, &e))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| bind_error("listen", config.listen, &e))?;
     let local_addr = listener.local_addr()?;
+
     let shared = Arc::new(proxy::Shared {
         client: upstream::client(&config.upstream),
         request_timeout: config.upstream.request_timeout,
         max_body: config.limits.max_body,
         request_ids: proxy::RequestIds::default(),
+        metrics: metrics.clone(),
     });
     let state = Arc::new(listener::ListenerState {
         acceptor: tokio_rustls::TlsAcceptor::from(server_config),
@@ -90,18 +127,41 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
         headers: config.headers,
         http: listener::ListenerState::http_builder(&config.limits),
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
+        metrics: metrics.clone(),
+        refusals: refusal_log::RefusalLog::default(),
     });
     let (tx, rx) = watch::channel(false);
+    let (admin_tx, admin_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        metrics,
+        health.clone(),
+        admin_rx,
+    ));
     let task = tokio::spawn(listener::serve(
         listener,
         state,
         rx,
         config.shutdown.grace_period,
     ));
-    tracing::info!(listen = %local_addr, upstream = %config.upstream.target, "hookgate listening");
+    health.set_serving();
+    tracing::info!(
+        listen = %local_addr,
+        admin = %admin_addr,
+        upstream = %config.upstream.target,
+        "hookgate listening"
+    );
     Ok(Server {
         local_addr,
+        admin_addr,
+        health,
         shutdown: tx,
+        admin_shutdown: admin_tx,
         task,
+        admin_task,
     })
+}
+
+fn bind_error(key: &str, addr: SocketAddr, e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{key} {addr}: {e}"))
 }

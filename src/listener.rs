@@ -16,7 +16,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{HeaderConfig, Limits};
 use crate::identity::IdentityHeaders;
+use crate::metrics::{HandshakeResult, Metrics, RejectReason};
 use crate::proxy::{self, ConnCtx, Shared};
+use crate::refusal_log::{self, RefusalLog};
 
 /// Everything a connection task needs, shared by all of them.
 pub struct ListenerState {
@@ -26,6 +28,8 @@ pub struct ListenerState {
     pub headers: HeaderConfig,
     pub http: auto::Builder<TokioExecutor>,
     pub connections: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    pub refusals: RefusalLog,
 }
 
 impl ListenerState {
@@ -52,14 +56,18 @@ pub async fn serve(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let mut summaries = tokio::time::interval(refusal_log::WINDOW);
     loop {
         tokio::select! {
             biased;
             () = stopped(&mut shutdown) => break,
+            _ = summaries.tick() => state.refusals.flush(),
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    state.metrics.connections_total.inc();
                     let Ok(permit) = state.connections.clone().try_acquire_owned() else {
                         // Over limits.max_connections: shed cheaply, before any TLS work.
+                        state.metrics.rejected(RejectReason::Overloaded);
                         tracing::debug!(%peer, "connection limit reached; closing");
                         continue;
                     };
@@ -93,19 +101,34 @@ async fn connection(
     watcher: Watcher,
     _permit: OwnedSemaphorePermit,
 ) {
+    let _open = OpenConnection::new(&state.metrics);
     let _ = stream.set_nodelay(true);
-    let tls =
-        match tokio::time::timeout(state.handshake_timeout, state.acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "TLS handshake refused");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "TLS handshake timed out");
-                return;
-            }
-        };
+    let started = std::time::Instant::now();
+    let accepted =
+        tokio::time::timeout(state.handshake_timeout, state.acceptor.accept(stream)).await;
+    state
+        .metrics
+        .handshake_duration
+        .observe(started.elapsed().as_secs_f64());
+    let tls = match accepted {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let result = HandshakeResult::of_accept_error(&e);
+            state.metrics.handshake(result);
+            state.refusals.refused(peer, result, &e.to_string());
+            return;
+        }
+        Err(_) => {
+            state.metrics.handshake(HandshakeResult::Timeout);
+            state.refusals.refused(
+                peer,
+                HandshakeResult::Timeout,
+                "no complete handshake within tls.handshake_timeout",
+            );
+            return;
+        }
+    };
+    state.metrics.handshake(HandshakeResult::Ok);
     let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
     let identity = match IdentityHeaders::build(chain, state.headers) {
         Ok(i) => Arc::new(i),
@@ -118,6 +141,7 @@ async fn connection(
     let ctx = Arc::new(ConnCtx {
         shared: state.shared.clone(),
         identity,
+        peer,
         forwarded_for: proxy::forwarded_for(peer),
     });
     let svc = service_fn(move |req| proxy::handle(req, ctx.clone()));
@@ -126,6 +150,32 @@ async fn connection(
         .serve_connection(TokioIo::new(tls), svc)
         .into_owned();
     if let Err(e) = watcher.watch(conn).await {
+        // hyper answers an oversized header block with 431 itself, outside the service; it is
+        // counted here, where the connection reports why it ended.
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse_too_large)
+        {
+            state.metrics.rejected(RejectReason::HeadersTooLarge);
+            state
+                .metrics
+                .request(http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        }
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Holds `hookgate_connections_open` up for as long as a connection task lives.
+struct OpenConnection<'a>(&'a Metrics);
+
+impl<'a> OpenConnection<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.connections_open.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.dec();
     }
 }

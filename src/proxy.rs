@@ -7,17 +7,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::access_log::{LoggedBody, RequestLog};
 use crate::error::ProxyError;
 use crate::identity::IdentityHeaders;
+use crate::metrics::Metrics;
 use crate::upstream::UpstreamClient;
 
 /// What hookgate sends back: the upstream's streamed body, or its own small JSON body.
@@ -29,32 +31,76 @@ pub struct Shared {
     pub request_timeout: Duration,
     pub max_body: u64,
     pub request_ids: RequestIds,
+    pub metrics: Arc<Metrics>,
 }
 
 /// State fixed for one client connection: who the client is and where it connects from.
 pub struct ConnCtx {
     pub shared: Arc<Shared>,
     pub identity: Arc<IdentityHeaders>,
+    pub peer: SocketAddr,
     pub forwarded_for: HeaderValue,
 }
 
-/// Handles one request. Never fails: every error becomes a response.
+/// Handles one request. Never fails: every error becomes a response, and every response is
+/// counted and logged once its body is done.
 pub async fn handle(
     req: Request<Incoming>,
     ctx: Arc<ConnCtx>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(match forward(req, &ctx).await {
+) -> Result<Response<LoggedBody<ProxyBody>>, Infallible> {
+    let metrics = &ctx.shared.metrics;
+    let mut log = RequestLog {
+        started: Instant::now(),
+        peer: ctx.peer,
+        identity: ctx.identity.clone(),
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        status: StatusCode::OK,
+        request_id: None,
+        delivery_id: req.headers().get(X_DELIVERY_ID).cloned(),
+        bytes_in: Arc::new(AtomicU64::new(0)),
+        upstream: None,
+        metrics: metrics.clone(),
+    };
+    let resp = match forward(req, &ctx, &mut log).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, code = e.code(), "request answered by hookgate");
-            e.to_response().map(Either::Right)
+            if let Some(kind) = e.upstream_kind() {
+                metrics.upstream_error(kind);
+            }
+            if let Some(reason) = e.reject_reason() {
+                metrics.rejected(reason);
+            }
+            let mut resp = e.to_response().map(Either::Right);
+            if let Some(id) = &log.request_id {
+                resp.headers_mut().insert(X_REQUEST_ID, id.clone());
+            }
+            resp
         }
-    })
+    };
+    log.status = resp.status();
+    metrics.request(resp.status());
+    Ok(resp.map(|body| LoggedBody::new(body, log)))
 }
 
-async fn forward(req: Request<Incoming>, ctx: &ConnCtx) -> Result<Response<ProxyBody>, ProxyError> {
+async fn forward(
+    req: Request<Incoming>,
+    ctx: &ConnCtx,
+    log: &mut RequestLog,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let shared = &ctx.shared;
     let (mut parts, body) = req.into_parts();
+
+    // The request id is settled first so that even a refused request can be traced.
+    let request_id = if let Some(id) = parts.headers.get(X_REQUEST_ID) {
+        id.clone()
+    } else {
+        let id = shared.request_ids.next();
+        parts.headers.insert(X_REQUEST_ID, id.clone());
+        id
+    };
+    log.request_id = Some(request_id);
 
     // A declared length over the limit is refused before anything is sent upstream.
     if let Some(len) = content_length(&parts.headers) {
@@ -81,9 +127,6 @@ async fn forward(req: Request<Incoming>, ctx: &ConnCtx) -> Result<Response<Proxy
     }
     h.insert(X_FORWARDED_FOR, ctx.forwarded_for.clone());
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    if !h.contains_key(X_REQUEST_ID) {
-        h.insert(X_REQUEST_ID, shared.request_ids.next());
-    }
 
     // The URI only keys the connection pool; the connector always dials the configured
     // upstream and the client sends origin-form (`/path?query`).
@@ -109,9 +152,11 @@ async fn forward(req: Request<Incoming>, ctx: &ConnCtx) -> Result<Response<Proxy
         remaining: shared.max_body,
         limit: shared.max_body,
         tripped: too_large.clone(),
+        bytes: log.bytes_in.clone(),
     };
     let upstream_req = Request::from_parts(parts, body);
 
+    let sent = Instant::now();
     let result = tokio::time::timeout(shared.request_timeout, shared.client.request(upstream_req))
         .await
         .map_err(|_| ProxyError::UpstreamTimeout(shared.request_timeout))?;
@@ -120,22 +165,16 @@ async fn forward(req: Request<Incoming>, ctx: &ConnCtx) -> Result<Response<Proxy
         Err(_) if too_large.load(Ordering::Relaxed) => {
             return Err(ProxyError::BodyTooLarge(shared.max_body));
         }
-        Err(e) if e.is_connect() => return Err(ProxyError::UpstreamConnect(error_chain(&e))),
-        Err(e) => return Err(ProxyError::UpstreamReset(error_chain(&e))),
+        Err(e) => return Err(ProxyError::from_client_error(&e)),
     };
+    let upstream = sent.elapsed();
+    log.upstream = Some(upstream);
+    shared
+        .metrics
+        .upstream_duration
+        .observe(upstream.as_secs_f64());
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(Either::Left))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
@@ -150,6 +189,7 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_DELIVERY_ID: HeaderName = HeaderName::from_static("x-delivery-id");
 
 /// Removes hop-by-hop fields: those RFC 9110 §7.6.1 names (Connection, Proxy-Connection,
 /// Keep-Alive, TE, Transfer-Encoding, Upgrade) and every field the Connection header lists.
@@ -229,6 +269,7 @@ pub struct RequestBody {
     remaining: u64,
     limit: u64,
     tripped: Arc<AtomicBool>,
+    bytes: Arc<AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +301,7 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
                     }
                     this.remaining -= n;
+                    this.bytes.fetch_add(n, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -119,9 +119,15 @@ fn run_refuses_bad_config_before_binding_any_port() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let (_d, _p, path) = config_dir(|s| s.extra_yaml = "bogus_key: 1\n".into());
+    // The first `127.0.0.1:0` is `listen`; the admin listener keeps port 0. Access lines are
+    // wanted as JSON.
     let yaml = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
+        .replace(
+            "log: {format: text, level: warn}",
+            "log: {format: json, level: info}",
+        );
     std::fs::write(&path, yaml).unwrap();
     let out = hookgate(&["run", "--config", path.to_str().unwrap()]);
     let t = text(&out);
@@ -218,9 +224,15 @@ fn curl_through_the_running_binary_then_sigterm() {
     let dir = TempDir::new("curl");
     let path = write_config(&dir, &pki, &setup);
     let port = free_port();
+    // The first `127.0.0.1:0` is `listen`; the admin listener keeps port 0. Access lines are
+    // wanted as JSON.
     let yaml = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
+        .replace(
+            "log: {format: text, level: warn}",
+            "log: {format: json, level: info}",
+        );
     std::fs::write(&path, yaml).unwrap();
 
     let mut spec = LeafSpec::client("curl-client");
@@ -255,6 +267,8 @@ fn curl_through_the_running_binary_then_sigterm() {
             "Content-Type: application/json",
             "-H",
             "X-Client-Cert-Subject: CN=forged",
+            "-H",
+            "X-Delivery-Id: 0f8fad5b-d9cb-469f-a165-70867728950e",
         ]);
         c.args([
             "-d",
@@ -314,6 +328,45 @@ fn curl_through_the_running_binary_then_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(code, Some(0));
+
+    // The access line: one JSON object per line, with every field an operator greps for.
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let access: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
+        })
+        .filter(|v| v["target"] == "hookgate::access")
+        .collect();
+    assert_eq!(access.len(), 1, "one access line per request: {stderr}");
+    let f = &access[0]["fields"];
+    assert!(access[0]["timestamp"].is_string(), "{f}");
+    assert!(f["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{f}");
+    assert_eq!(f["client_cn"], "curl-client");
+    assert_eq!(
+        f["client_cert"].as_str().unwrap(),
+        &sha256_hex(leaf.der.as_ref())[..16]
+    );
+    assert_eq!(f["method"], "POST");
+    assert_eq!(f["path"], "/webhook");
+    assert_eq!(f["status"], 200);
+    assert_eq!(f["bytes_in"], 39, "the JSON body curl sent");
+    assert!(f["bytes_out"].as_u64().unwrap() > 0, "{f}");
+    assert!(f["upstream_ms"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(f["total_ms"].as_f64().unwrap() >= f["upstream_ms"].as_f64().unwrap());
+    assert_eq!(
+        f["request_id"].as_str().unwrap().len(),
+        36,
+        "a generated UUID: {f}"
+    );
+    assert_eq!(f["delivery_id"], "0f8fad5b-d9cb-469f-a165-70867728950e");
+    // The refused curl (no certificate) is logged as a refused handshake with its reason.
+    assert!(
+        stderr.contains("\"reason\":\"no_client_cert\""),
+        "refused handshake logged with its reason: {stderr}"
+    );
 }
 
 #[test]

@@ -158,6 +158,7 @@ pub fn write_config(dir: &TempDir, pki: &Pki, setup: &Setup) -> PathBuf {
         "listen: \"127.0.0.1:0\"\n\
          upstream:\n  url: \"{}\"\n  connect_timeout: 1s\n  request_timeout: {}\n\
          tls:\n  cert: server.crt\n  key: server.key\n  client_ca: [{}]\n  handshake_timeout: 2s\n{}\
+         admin: {{listen: \"127.0.0.1:0\"}}\n\
          shutdown: {{drain_delay: 0s, grace_period: 2s}}\n\
          log: {{format: text, level: warn}}\n{}",
         setup.upstream_url,
@@ -231,6 +232,41 @@ impl Env {
             .unwrap();
         tokio::spawn(conn);
         send
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, text) = hookgate::client::get_plain(self.server.admin_addr(), "/metrics")
+            .await
+            .unwrap();
+        assert_eq!(status, http::StatusCode::OK);
+        text
+    }
+
+    /// Waits (up to 5 s) until every series has the wanted value, then returns the exposition;
+    /// panics naming the series that never got there. Counters are bumped by connection tasks
+    /// that may finish just after the client has seen the outcome, hence the wait.
+    pub async fn wait_metrics(&self, want: &[(&str, f64)]) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let text = self.metrics().await;
+            let wrong: Vec<String> = want
+                .iter()
+                .filter_map(|(series, v)| {
+                    let got = hookgate::client::metric_value(&text, series);
+                    (got != Some(*v)).then(|| format!("{series} = {got:?}, want {v}"))
+                })
+                .collect();
+            if wrong.is_empty() {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "metrics never reached the expected values:\n{}\n\n{text}",
+                wrong.join("\n")
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn send(
