@@ -14,6 +14,13 @@
         disagree with the hookgate config its ConfigMap carries.
     deploycheck.py self-test FILE
         Break a rendering in each way `consistency` must catch and assert that it does.
+    deploycheck.py dockerfile DOCKERFILE
+        Print, as shell assignments, what the proof needs from the Dockerfile: the build
+        stage's RUSTFLAGS and `cargo build` arguments, and the final stage's binary path,
+        USER, ENV PATH and HOOKGATE_CONFIG, ENTRYPOINT and EXPOSE. Fails if any is missing.
+    deploycheck.py image-agrees FILE EXPOSE HOOKGATE_CONFIG
+        Fail unless the Dockerfile's EXPOSE lists the config's listen and admin ports and its
+        HOOKGATE_CONFIG is the path the Deployment mounts the config at.
     deploycheck.py rootfs FILE ROOT PKI
         Lay out ROOT as the image's root filesystem plus the pod's mounts: the ConfigMap's
         config at its mount path and test certificates (from mint-test-pki.sh in PKI) at
@@ -516,6 +523,99 @@ def cmd_self_test(path):
     print(f"self-test: all {len(mutations)} broken renderings caught")
 
 
+# ---------------------------------------------------------------- the image, for the proof
+
+def cmd_dockerfile(path):
+    import json
+    import shlex
+    text = pathlib.Path(path).read_text()
+    lines, cur = [], ""
+    for raw in text.splitlines():
+        if not cur and raw.lstrip().startswith("#"):
+            continue
+        cur += raw.rstrip()
+        if cur.endswith("\\"):
+            cur = cur[:-1] + " "
+            continue
+        if cur.strip():
+            lines.append(cur.strip())
+        cur = ""
+    stages, out = [], {}
+    for line in lines:
+        instr, _, rest = line.partition(" ")
+        instr = instr.upper()
+        if instr == "FROM":
+            stages.append({"from": rest, "lines": []})
+        elif stages:
+            stages[-1]["lines"].append((instr, rest))
+    if len(stages) < 2:
+        fail(f"{path}: expected a multi-stage build")
+    build, final = stages[0], stages[-1]
+
+    def env_of(stage):
+        env = {}
+        for instr, rest in stage["lines"]:
+            if instr == "ENV":
+                for tok in shlex.split(rest):
+                    k, _, v = tok.partition("=")
+                    env[k] = v
+        return env
+
+    benv = env_of(build)
+    if "RUSTFLAGS" not in benv:
+        fail(f"{path}: the build stage sets no RUSTFLAGS")
+    out["DF_RUSTFLAGS"] = benv["RUSTFLAGS"]
+    runs = [rest for instr, rest in build["lines"] if instr == "RUN" and "cargo build" in rest]
+    if len(runs) != 1:
+        fail(f"{path}: expected one RUN with `cargo build` in the build stage")
+    words = shlex.split(runs[0])
+    i = words.index("cargo")
+    cargo = []
+    for w in words[i + 2:]:
+        if w in ("&&", ";", "||"):
+            break
+        cargo.append(w)
+    out["DF_CARGO_ARGS"] = " ".join(shlex.quote(w) for w in cargo)
+    target = cargo[cargo.index("--target") + 1] if "--target" in cargo else None
+    if target is None or "--release" not in cargo:
+        fail(f"{path}: the build must be --release with an explicit --target")
+    out["DF_TARGET"] = target
+    copies = [rest for instr, rest in final["lines"] if instr == "COPY" and "--from=" in rest]
+    if len(copies) != 1:
+        fail(f"{path}: expected one COPY --from in the final stage")
+    out["DF_BIN_DEST"] = shlex.split(copies[0])[-1]
+    fenv = env_of(final)
+    out["DF_PATH"] = fenv.get("PATH", "")
+    out["DF_HOOKGATE_CONFIG"] = fenv.get("HOOKGATE_CONFIG", "")
+    users = [rest for instr, rest in final["lines"] if instr == "USER"]
+    entry = [rest for instr, rest in final["lines"] if instr == "ENTRYPOINT"]
+    expose = [rest for instr, rest in final["lines"] if instr == "EXPOSE"]
+    if not users or not entry or not expose or not out["DF_PATH"]:
+        fail(f"{path}: the final stage needs USER, ENTRYPOINT, EXPOSE and ENV PATH")
+    out["DF_USER"] = users[-1]
+    out["DF_ENTRYPOINT"] = " ".join(shlex.quote(w) for w in json.loads(entry[-1]))
+    out["DF_EXPOSE"] = " ".join(" ".join(e.split()) for e in expose)
+    out["DF_FINAL_FROM"] = final["from"]
+    for k, v in out.items():
+        print(f"{k}={shlex.quote(v)}")
+
+
+def cmd_image_agrees(path, expose, default_config):
+    by_kind = index(load(path))
+    pod = one(by_kind, "Deployment", path)["spec"]["template"]["spec"]
+    hg, _ = hookgate_container(pod, path)
+    cfg_path, cfg = hookgate_config(by_kind, pod, hg, path)
+    want = {port_of(cfg.get("listen", "0.0.0.0:8443"), "listen"),
+            port_of(cfg.get("admin", {}).get("listen", "0.0.0.0:9090"), "admin.listen")}
+    got = {int(p.split("/")[0]) for p in expose.split()}
+    if got != want:
+        fail(f"Dockerfile EXPOSE {sorted(got)} differs from the config's ports {sorted(want)}")
+    if default_config != cfg_path:
+        fail(f"Dockerfile HOOKGATE_CONFIG {default_config} differs from the Deployment's "
+             f"config path {cfg_path}")
+    print(f"Dockerfile agrees with {path}: EXPOSE {sorted(got)}, config {cfg_path}")
+
+
 # ---------------------------------------------------------------- rootfs for the proof
 
 def cmd_rootfs(path, root, pki):
@@ -564,7 +664,8 @@ def cmd_rootfs(path, root, pki):
 
 def main():
     cmds = {"split": cmd_split, "custom": cmd_custom, "consistency": cmd_consistency,
-            "self-test": cmd_self_test, "rootfs": cmd_rootfs}
+            "self-test": cmd_self_test, "rootfs": cmd_rootfs,
+            "dockerfile": cmd_dockerfile, "image-agrees": cmd_image_agrees}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         raise SystemExit(__doc__)
     cmds[sys.argv[1]](*sys.argv[2:])
