@@ -132,8 +132,78 @@ fn print_check(p: &Prepared) {
             ca.file.display()
         );
     }
-    println!("CRLs:     none");
-    println!("pins:     none (any client with a valid chain to the CAs above is let in)");
+    if m.crls.is_empty() {
+        println!("CRLs:     none (revocation is not checked)");
+    } else {
+        println!(
+            "CRLs ({}; scope {:?}; CA without a CRL: {:?}; CRL past nextUpdate: {:?}):",
+            m.crls.len(),
+            c.tls.crl_scope,
+            c.tls.crl_missing,
+            c.tls.crl_expired
+        );
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for crl in &m.crls {
+            let stale = crl.next_update_unix.is_some_and(|t| t < now);
+            println!(
+                "  {}: {} revoked; next update {}{}  from {}",
+                crl.issuer,
+                crl.revoked,
+                crl.next_update.as_deref().unwrap_or("(none)"),
+                if stale {
+                    " (PAST: refreshed CRL needed)"
+                } else {
+                    ""
+                },
+                crl.file.display()
+            );
+            if !crl.issuer_in_bundle {
+                println!(
+                    "    issuer not in tls.client_ca: applies only to an intermediate that clients send"
+                );
+            }
+        }
+    }
+    println!("max chain depth: {} intermediate(s)", c.tls.max_chain_depth);
+    match &c.clients.allow {
+        None => {
+            println!("allow-list: none (any client with a valid chain to the CAs above is let in)");
+        }
+        Some(entries) => {
+            println!(
+                "allow-list ({} entr{}; a client must match one):",
+                entries.len(),
+                if entries.len() == 1 { "y" } else { "ies" }
+            );
+            for e in entries {
+                println!("  - {}", describe_entry(e));
+            }
+        }
+    }
+}
+
+fn describe_entry(e: &crate::config::AllowEntry) -> String {
+    let mut parts = Vec::new();
+    let mut text = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            parts.push(format!("{k}={v:?}"));
+        }
+    };
+    text("subject_cn", &e.subject_cn);
+    text("subject_o", &e.subject_o);
+    text("subject_ou", &e.subject_ou);
+    text("san_dns", &e.san_dns);
+    text("san_uri", &e.san_uri);
+    text("issuer_cn", &e.issuer_cn);
+    for (k, pin) in [
+        ("spki_sha256", &e.spki_sha256),
+        ("cert_sha256", &e.cert_sha256),
+    ] {
+        if let Some(p) = pin {
+            parts.push(format!("{k}={}", crate::identity::hex(p)));
+        }
+    }
+    parts.join(", ")
 }
 
 fn run(p: Prepared) -> i32 {
@@ -164,6 +234,18 @@ fn run(p: Prepared) -> i32 {
                 return EXIT_RUNTIME;
             }
         };
+        // SIGHUP: reload the config and every file it names; a failure keeps the old ones.
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                let reloader = server.reloader();
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        crate::reload::reload_now(&reloader, "SIGHUP", true).await;
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload by file change only"),
+        }
         let sig = signals.next().await;
         server.begin_drain();
         tracing::info!(

@@ -24,14 +24,16 @@ pub struct Config {
     pub listen: SocketAddr,
     pub upstream: UpstreamConfig,
     pub tls: TlsConfig,
+    pub clients: ClientsConfig,
     pub headers: HeaderConfig,
     pub limits: Limits,
     pub admin: AdminConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    pub reload: ReloadConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub target: UpstreamTarget,
     pub connect_timeout: Duration,
@@ -63,14 +65,68 @@ pub enum TlsVersion {
     V1_3,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     pub client_ca: Vec<PathBuf>,
+    pub crl: Vec<PathBuf>,
+    pub crl_scope: CrlScope,
+    /// What to do with a certificate in scope whose issuer has no CRL among `crl`.
+    pub crl_missing: RevocationFallback,
+    /// What to do when the CRL that covers a certificate is past its nextUpdate.
+    pub crl_expired: RevocationFallback,
+    /// Intermediates allowed between the leaf and the trust anchor.
+    pub max_chain_depth: usize,
     pub min_version: TlsVersion,
     pub handshake_timeout: Duration,
     pub session_resumption: bool,
+}
+
+/// Which certificates of a client's chain are checked against the CRLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrlScope {
+    /// The leaf and every intermediate (as OpenSSL's `X509_V_FLAG_CRL_CHECK_ALL`).
+    Chain,
+    /// The leaf only.
+    Leaf,
+}
+
+/// When revocation cannot be decided: refuse the client (fail closed) or let it in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationFallback {
+    Refuse,
+    Allow,
+}
+
+/// `clients`: who may connect, beyond holding a valid chain.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientsConfig {
+    /// `None`: any valid chain. `Some`: the leaf must match one entry (never empty).
+    pub allow: Option<Vec<AllowEntry>>,
+}
+
+/// One `clients.allow` entry: every field that is set must match (see `policy`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllowEntry {
+    pub subject_cn: Option<String>,
+    pub subject_o: Option<String>,
+    pub subject_ou: Option<String>,
+    /// Lower-cased; may start with `*.` to match exactly one leftmost label.
+    pub san_dns: Option<String>,
+    pub san_uri: Option<String>,
+    pub issuer_cn: Option<String>,
+    pub spki_sha256: Option<[u8; 32]>,
+    pub cert_sha256: Option<[u8; 32]>,
+}
+
+/// `reload`: how changes to the config and the files it names are noticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Watch the files' directories with inotify.
+    pub watch: bool,
+    /// Compare content hashes this often, for filesystems without notifications; 0 = never.
+    pub check_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +137,7 @@ pub struct HeaderConfig {
     pub rfc9440: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_connections: usize,
     pub max_body: u64,
@@ -90,12 +146,12 @@ pub struct Limits {
     pub idle_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownConfig {
     pub drain_delay: Duration,
     pub grace_period: Duration,
@@ -116,7 +172,7 @@ pub enum LogLevel {
     Trace,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: LogLevel,
@@ -133,6 +189,23 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const MIN_HEADER_BYTES: usize = 8192;
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_CHAIN_DEPTH: u64 = 4;
+/// webpki refuses paths with more intermediates than this whatever the config says.
+const WEBPKI_MAX_CHAIN_DEPTH: u64 = 6;
+const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A SHA-256 pin: 64 hex digits, either case, colons allowed between bytes (SPEC "Formats").
+pub fn parse_pin(text: &str) -> Option<[u8; 32]> {
+    let digits: Vec<u8> = text.bytes().filter(|b| *b != b':').collect();
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let hex = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(hex, 16).ok()?;
+    }
+    Some(out)
+}
 
 // === Errors ===
 
@@ -359,6 +432,21 @@ impl Walker {
         }
     }
 
+    /// `refuse` (the default: fail closed) or `allow`.
+    fn fallback(&mut self, s: &mut Section<'_>, name: &str) -> RevocationFallback {
+        match self.string(s, name).as_deref() {
+            None | Some("refuse") => RevocationFallback::Refuse,
+            Some("allow") => RevocationFallback::Allow,
+            Some(other) => {
+                self.err(
+                    s.key(name),
+                    format!("expected refuse or allow, found {other:?}"),
+                );
+                RevocationFallback::Refuse
+            }
+        }
+    }
+
     fn count(&mut self, s: &mut Section<'_>, name: &str, default: u64) -> u64 {
         match s.take(name) {
             None | Some(Value::Null) => default,
@@ -456,7 +544,7 @@ impl Walker {
         let tls_v = top.take("tls");
         let tls = self.tls(tls_v);
         let clients_v = top.take("clients");
-        self.clients(clients_v);
+        let clients = self.clients(clients_v);
         let headers_v = top.take("headers");
         let headers = self.headers(headers_v);
         let signature_v = top.take("signature");
@@ -491,6 +579,14 @@ impl Walker {
         let log_v = top.take("log");
         let log = self.log(log_v);
 
+        let reload_v = top.take("reload");
+        let mut rs = self.section(reload_v, "reload");
+        let reload = ReloadConfig {
+            watch: self.bool(&mut rs, "watch", true),
+            check_interval: self.duration(&mut rs, "check_interval", DEFAULT_CHECK_INTERVAL),
+        };
+        self.finish(&rs, &["watch", "check_interval"]);
+
         self.finish(
             &top,
             &[
@@ -505,6 +601,7 @@ impl Walker {
                 "admin",
                 "shutdown",
                 "log",
+                "reload",
             ],
         );
 
@@ -513,11 +610,13 @@ impl Walker {
             listen,
             upstream: upstream?,
             tls: tls?,
+            clients,
             headers,
             limits,
             admin,
             shutdown,
             log,
+            reload,
         })
     }
 
@@ -587,20 +686,27 @@ impl Walker {
         let handshake_timeout = self.duration(&mut s, "handshake_timeout", Duration::from_secs(10));
         let session_resumption = self.bool(&mut s, "session_resumption", true);
 
-        // Revocation and chain depth arrive with the policy work. Refuse anything but the
-        // defaults so that a CRL is never silently ignored (that would let revoked clients in).
-        self.not_yet(s.key("crl"), crl.as_ref().is_none_or(Vec::is_empty));
-        if let Some(scope) = &crl_scope {
-            match scope.as_str() {
-                "chain" => {}
-                "leaf" => self.not_yet(s.key("crl_scope"), false),
-                _ => self.err(
+        let crl_scope = match crl_scope.as_deref() {
+            None | Some("chain") => CrlScope::Chain,
+            Some("leaf") => CrlScope::Leaf,
+            Some(other) => {
+                self.err(
                     s.key("crl_scope"),
-                    format!("expected chain or leaf, found {scope:?}"),
-                ),
+                    format!("expected chain or leaf, found {other:?}"),
+                );
+                CrlScope::Chain
             }
+        };
+        let crl_missing = self.fallback(&mut s, "crl_missing");
+        let crl_expired = self.fallback(&mut s, "crl_expired");
+        if depth > WEBPKI_MAX_CHAIN_DEPTH {
+            self.err(
+                s.key("max_chain_depth"),
+                format!(
+                    "at most {WEBPKI_MAX_CHAIN_DEPTH} (the path builder's own limit), found {depth}"
+                ),
+            );
         }
-        self.not_yet(s.key("max_chain_depth"), depth == DEFAULT_MAX_CHAIN_DEPTH);
         let min_version = match min_version.as_deref() {
             None | Some("1.2") => TlsVersion::V1_2,
             Some("1.3") => TlsVersion::V1_3,
@@ -624,6 +730,8 @@ impl Walker {
                 "client_ca",
                 "crl",
                 "crl_scope",
+                "crl_missing",
+                "crl_expired",
                 "max_chain_depth",
                 "min_version",
                 "handshake_timeout",
@@ -649,26 +757,125 @@ impl Walker {
             cert: self.path(&cert?),
             key: self.path(&key?),
             client_ca: client_ca.iter().map(|p| self.path(p)).collect(),
+            crl: crl
+                .unwrap_or_default()
+                .iter()
+                .map(|p| self.path(p))
+                .collect(),
+            crl_scope,
+            crl_missing,
+            crl_expired,
+            max_chain_depth: usize::try_from(depth.min(WEBPKI_MAX_CHAIN_DEPTH)).unwrap_or(4),
             min_version,
             handshake_timeout,
             session_resumption,
         })
     }
 
-    fn clients(&mut self, v: Option<&Value>) {
+    fn clients(&mut self, v: Option<&Value>) -> ClientsConfig {
         let mut s = self.section(v, "clients");
         let cidrs = self.string_list(&mut s, "source_cidrs");
         self.not_yet(s.key("source_cidrs"), cidrs.is_none_or(|c| c.is_empty()));
-        match s.take("allow") {
-            None | Some(Value::Null) => {}
-            Some(Value::Sequence(items)) if items.is_empty() => self.err(
-                s.key("allow"),
-                "an empty allow-list would refuse every client; remove the key to let in any \
-                 client with a valid chain",
+        let allow = match s.take("allow") {
+            None | Some(Value::Null) => None,
+            Some(Value::Sequence(items)) if items.is_empty() => {
+                self.err(
+                    s.key("allow"),
+                    "an empty allow-list would refuse every client; remove the key to let in \
+                     any client with a valid chain",
+                );
+                None
+            }
+            Some(Value::Sequence(items)) => Some(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.allow_entry(item, &format!("{}[{i}]", s.key("allow"))))
+                    .collect(),
             ),
-            Some(_) => self.not_yet(s.key("allow"), false),
-        }
+            Some(other) => {
+                self.err(
+                    s.key("allow"),
+                    format!("must be a list of entries, found {}", kind(other)),
+                );
+                None
+            }
+        };
         self.finish(&s, &["source_cidrs", "allow"]);
+        ClientsConfig { allow }
+    }
+
+    fn allow_entry(&mut self, v: &Value, path: &str) -> AllowEntry {
+        const KEYS: [&str; 8] = [
+            "subject_cn",
+            "subject_o",
+            "subject_ou",
+            "san_dns",
+            "san_uri",
+            "issuer_cn",
+            "spki_sha256",
+            "cert_sha256",
+        ];
+        let mut s = self.section(Some(v), path);
+        let mut text = |w: &mut Self, name: &str| -> Option<String> {
+            let t = w.string(&mut s, name)?;
+            if t.is_empty() {
+                w.err(format!("{path}.{name}"), "must not be empty");
+                return None;
+            }
+            Some(t)
+        };
+        let subject_cn = text(self, "subject_cn");
+        let subject_o = text(self, "subject_o");
+        let subject_ou = text(self, "subject_ou");
+        let san_dns = text(self, "san_dns").map(|d| d.to_ascii_lowercase());
+        let san_uri = text(self, "san_uri");
+        let issuer_cn = text(self, "issuer_cn");
+        let spki = text(self, "spki_sha256");
+        let cert = text(self, "cert_sha256");
+        let pin = |w: &mut Self, name: &str, t: Option<String>| {
+            let t = t?;
+            let parsed = parse_pin(&t);
+            if parsed.is_none() {
+                w.err(
+                    format!("{path}.{name}"),
+                    format!("expected a SHA-256 as 64 hex digits (colons allowed), found {t:?}"),
+                );
+            }
+            parsed
+        };
+        let spki_sha256 = pin(self, "spki_sha256", spki);
+        let cert_sha256 = pin(self, "cert_sha256", cert);
+        if let Some(d) = &san_dns {
+            if d.contains('*') && !(d.starts_with("*.") && !d[2..].contains('*') && d.len() > 2) {
+                self.err(
+                    format!("{path}.san_dns"),
+                    format!("a wildcard is only allowed as the whole leftmost label (*.example.com), found {d:?}"),
+                );
+            }
+        }
+        let known_left = s.entries.iter().any(|(k, _)| KEYS.contains(&k.as_str()));
+        self.finish(&s, &KEYS);
+        let entry = AllowEntry {
+            subject_cn,
+            subject_o,
+            subject_ou,
+            san_dns,
+            san_uri,
+            issuer_cn,
+            spki_sha256,
+            cert_sha256,
+        };
+        if entry == AllowEntry::default() && !known_left && matches!(v, Value::Mapping(_)) {
+            self.err(
+                path,
+                format!(
+                    "an entry needs at least one of {}; an empty entry would let in every client",
+                    KEYS.join(", ")
+                ),
+            );
+        }
+        entry
     }
 
     fn headers(&mut self, v: Option<&Value>) -> HeaderConfig {
@@ -926,6 +1133,10 @@ mod tests {
         }
     }
 
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml(yaml, Path::new("/etc/hookgate/config.yaml")).unwrap()
+    }
+
     const MINIMAL: &str = "upstream: {url: \"http://127.0.0.1:8080\"}\n\
                            tls: {cert: c.pem, key: k.pem, client_ca: [ca.pem]}\n";
 
@@ -985,7 +1196,6 @@ mod tests {
         for (extra, key) in [
             ("proxy_protocol: v2\n", "proxy_protocol"),
             ("signature: {mode: enforce}\n", "signature.mode"),
-            ("clients: {allow: [{subject_cn: x}]}\n", "clients.allow"),
             (
                 "clients: {source_cidrs: [10.0.0.0/8]}\n",
                 "clients.source_cidrs",
@@ -998,14 +1208,74 @@ mod tests {
                 "{extra}: {e}"
             );
         }
-        // A CRL is never silently ignored.
-        let e = errors(
-            "upstream: {url: \"http://127.0.0.1:8080\"}\n\
-             tls: {cert: c, key: k, client_ca: [ca], crl: [r.pem]}\n",
-        );
-        assert!(e[0].contains("tls.crl: not supported yet"), "{e:?}");
+    }
+
+    #[test]
+    fn allow_lists_parse_strictly() {
+        let with = |extra: &str| errors(&format!("{MINIMAL}{extra}"));
         let e = with("clients: {allow: []}\n").join("");
         assert!(e.contains("clients.allow: an empty allow-list"), "{e}");
+        let e = with("clients: {allow: [{}]}\n").join("");
+        assert!(
+            e.contains("clients.allow[0]: an entry needs at least one of"),
+            "{e}"
+        );
+        let e = with("clients: {allow: [{subject_cn: a}, {subjct_cn: b}]}\n").join("");
+        assert!(e.contains("clients.allow[1].subjct_cn: unknown key"), "{e}");
+        let e = with("clients: {allow: [{spki_sha256: abc}]}\n").join("");
+        assert!(
+            e.contains("clients.allow[0].spki_sha256: expected a SHA-256"),
+            "{e}"
+        );
+        let e = with("clients: {allow: [{san_dns: \"a.*.com\"}]}\n").join("");
+        assert!(e.contains("clients.allow[0].san_dns: a wildcard"), "{e}");
+        let e = with("clients: {allow: [{subject_cn: \"\"}]}\n").join("");
+        assert!(
+            e.contains("clients.allow[0].subject_cn: must not be empty"),
+            "{e}"
+        );
+
+        let pin = "AB:".repeat(31) + "ab";
+        let c = config(&format!(
+            "{MINIMAL}clients:\n  allow:\n    - {{subject_cn: wise, issuer_cn: Wise CA}}\n    \
+             - {{cert_sha256: \"{pin}\", san_dns: \"*.Wise.com\"}}\n"
+        ));
+        let allow = c.clients.allow.unwrap();
+        assert_eq!(allow.len(), 2);
+        assert_eq!(allow[0].subject_cn.as_deref(), Some("wise"));
+        assert_eq!(allow[1].cert_sha256, Some([0xab; 32]));
+        assert_eq!(allow[1].san_dns.as_deref(), Some("*.wise.com"));
+    }
+
+    #[test]
+    fn revocation_settings_parse() {
+        let c = config(&format!(
+            "{}\n",
+            MINIMAL.replace(
+                "client_ca: [ca.pem]",
+                "client_ca: [ca.pem], crl: [a.crl, b.pem], crl_scope: leaf, crl_missing: allow, max_chain_depth: 2"
+            )
+        ));
+        assert_eq!(c.tls.crl.len(), 2);
+        assert_eq!(c.tls.crl_scope, CrlScope::Leaf);
+        assert_eq!(c.tls.crl_missing, RevocationFallback::Allow);
+        assert_eq!(c.tls.crl_expired, RevocationFallback::Refuse);
+        assert_eq!(c.tls.max_chain_depth, 2);
+        let e = errors(&MINIMAL.replace(
+            "client_ca: [ca.pem]",
+            "client_ca: [ca.pem], max_chain_depth: 9",
+        ))
+        .join("");
+        assert!(e.contains("tls.max_chain_depth: at most 6"), "{e}");
+        let e = errors(&MINIMAL.replace(
+            "client_ca: [ca.pem]",
+            "client_ca: [ca.pem], crl_expired: maybe",
+        ))
+        .join("");
+        assert!(
+            e.contains("tls.crl_expired: expected refuse or allow"),
+            "{e}"
+        );
     }
 
     #[test]

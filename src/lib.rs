@@ -16,8 +16,10 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod pki;
+pub mod policy;
 pub mod proxy;
 pub mod refusal_log;
+pub mod reload;
 pub mod tls;
 pub mod upstream;
 
@@ -60,6 +62,7 @@ pub struct Server {
     admin_shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     admin_task: JoinHandle<()>,
+    reloader: Arc<reload::Reloader>,
 }
 
 impl Server {
@@ -71,6 +74,16 @@ impl Server {
     /// The admin listener's address (`/metrics`, `/healthz`, `/readyz`).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// Reloads the config and every file it names now, as SIGHUP does.
+    pub async fn reload(&self) -> reload::Outcome {
+        reload::reload_now(&self.reloader, "reload request", true).await
+    }
+
+    /// A handle for reloading from elsewhere (the SIGHUP task).
+    pub fn reloader(&self) -> Arc<reload::Reloader> {
+        self.reloader.clone()
     }
 
     /// Turns `/readyz` to 503 and keeps serving: the first step of a Kubernetes drain.
@@ -93,9 +106,11 @@ impl Server {
 /// tokio runtime.
 pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
     let Prepared { config, material } = prepared;
-    let server_config = material
-        .server_config(&config.tls)
-        .map_err(|e| std::io::Error::other(format!("building the TLS config: {e}")))?;
+    let refusals = Arc::new(refusal_log::RefusalLog::default());
+    let live = Arc::new(reload::LiveCell::new(
+        reload::Live::build(&config, &material, refusals.clone())
+            .map_err(|e| std::io::Error::other(format!("building the TLS config: {e}")))?,
+    ));
     let metrics = Arc::new(
         metrics::Metrics::new()
             .map_err(|e| std::io::Error::other(format!("registering metrics: {e}")))?,
@@ -121,29 +136,30 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
         metrics: metrics.clone(),
     });
     let state = Arc::new(listener::ListenerState {
-        acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+        live: live.clone(),
         shared,
-        handshake_timeout: config.tls.handshake_timeout,
-        headers: config.headers,
         http: listener::ListenerState::http_builder(&config.limits),
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         metrics: metrics.clone(),
-        refusals: refusal_log::RefusalLog::default(),
+        refusals: refusals.clone(),
     });
     let (tx, rx) = watch::channel(false);
     let (admin_tx, admin_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
-        metrics,
+        metrics.clone(),
         health.clone(),
         admin_rx,
     ));
-    let task = tokio::spawn(listener::serve(
-        listener,
-        state,
-        rx,
-        config.shutdown.grace_period,
+    let grace = config.shutdown.grace_period;
+    let reloader = Arc::new(reload::Reloader::new(
+        config.clone(),
+        live,
+        metrics.clone(),
+        refusals,
     ));
+    tokio::spawn(reload::watch_files(reloader.clone(), rx.clone()));
+    let task = tokio::spawn(listener::serve(listener, state, rx, grace));
     health.set_serving();
     tracing::info!(
         listen = %local_addr,
@@ -159,6 +175,7 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
         admin_shutdown: admin_tx,
         task,
         admin_task,
+        reloader,
     })
 }
 

@@ -12,24 +12,23 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
 
-use crate::config::{HeaderConfig, Limits};
+use crate::config::Limits;
 use crate::identity::IdentityHeaders;
 use crate::metrics::{HandshakeResult, Metrics, RejectReason};
 use crate::proxy::{self, ConnCtx, Shared};
 use crate::refusal_log::{self, RefusalLog};
+use crate::reload::LiveCell;
 
 /// Everything a connection task needs, shared by all of them.
 pub struct ListenerState {
-    pub acceptor: TlsAcceptor,
+    /// The TLS config, headers and handshake timeout in force; a reload swaps them.
+    pub live: Arc<LiveCell>,
     pub shared: Arc<Shared>,
-    pub handshake_timeout: Duration,
-    pub headers: HeaderConfig,
     pub http: auto::Builder<TokioExecutor>,
     pub connections: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
-    pub refusals: RefusalLog,
+    pub refusals: Arc<RefusalLog>,
 }
 
 impl ListenerState {
@@ -103,9 +102,10 @@ async fn connection(
 ) {
     let _open = OpenConnection::new(&state.metrics);
     let _ = stream.set_nodelay(true);
+    // This connection keeps the config it was accepted with, whatever a reload does later.
+    let live = state.live.get();
     let started = std::time::Instant::now();
-    let accepted =
-        tokio::time::timeout(state.handshake_timeout, state.acceptor.accept(stream)).await;
+    let accepted = tokio::time::timeout(live.handshake_timeout, live.acceptor.accept(stream)).await;
     state
         .metrics
         .handshake_duration
@@ -130,7 +130,7 @@ async fn connection(
     };
     state.metrics.handshake(HandshakeResult::Ok);
     let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
-    let identity = match IdentityHeaders::build(chain, state.headers) {
+    let identity = match IdentityHeaders::build(chain, live.headers) {
         Ok(i) => Arc::new(i),
         Err(e) => {
             tracing::warn!(%peer, error = %e, "verified client certificate cannot be described; closing");

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
+    RevokedCertParams, SanType, SerialNumber,
 };
 use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer as _, X509Certificate};
 
 pub use rcgen::{Error, ExtendedKeyUsagePurpose as Eku, KeyPair as RcgenKeyPair};
 
@@ -42,6 +44,34 @@ impl Ca {
 
     pub fn pem(&self) -> String {
         self.issuer.pem()
+    }
+
+    /// The raw serial number of this CA's certificate.
+    pub fn serial(&self) -> Vec<u8> {
+        serial_of(self.issuer.der())
+    }
+
+    /// A PEM CRL signed by this CA that revokes the given serials, issued an hour ago and
+    /// valid until `next_update`.
+    pub fn crl(&self, revoked: &[Vec<u8>], next_update: OffsetDateTime) -> Result<String, Error> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now - Duration::from_secs(3600),
+            next_update,
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(serial),
+                    revocation_time: now - Duration::from_secs(1800),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer)?.pem()
     }
 
     /// Issues an end-entity certificate as `spec` describes, with a new P-256 key.
@@ -173,7 +203,19 @@ pub struct Leaf {
     key_der: Vec<u8>,
 }
 
+/// The raw serial of a certificate this module minted (so it parses).
+fn serial_of(der: &[u8]) -> Vec<u8> {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| c.raw_serial().to_vec())
+        .unwrap_or_default()
+}
+
 impl Leaf {
+    /// The raw serial number, for revoking it.
+    pub fn serial(&self) -> Vec<u8> {
+        serial_of(&self.der)
+    }
+
     pub fn key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }

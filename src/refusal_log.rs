@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::metrics::HandshakeResult;
+use crate::policy::PolicyRefusal;
 
 pub const WINDOW: Duration = Duration::from_secs(10);
 pub const LINES_PER_WINDOW: u32 = 20;
@@ -41,25 +42,44 @@ impl RefusalLog {
     /// Records one refusal; logs it unless this window's quota is spent. Returns whether it
     /// was logged.
     pub fn refused(&self, peer: SocketAddr, result: HandshakeResult, detail: &str) -> bool {
-        let now = Instant::now();
-        {
-            let Ok(mut w) = self.state.lock() else {
-                return false;
-            };
-            w.roll(now);
-            if w.logged >= LINES_PER_WINDOW {
-                if let Some(i) = HandshakeResult::ALL.iter().position(|r| *r == result) {
-                    w.suppressed[i] += 1;
-                }
-                return false;
-            }
-            w.logged += 1;
+        if !self.admit(result) {
+            return false;
         }
         if result.is_certificate_problem() {
             tracing::warn!(%peer, reason = result.as_str(), detail, "TLS handshake refused");
         } else {
             tracing::info!(%peer, reason = result.as_str(), detail, "TLS handshake failed");
         }
+        true
+    }
+
+    /// The verifier's side of a policy refusal: which certificate, and why. It knows the
+    /// certificate but not the peer; the listener logs the peer with [`Self::refused`].
+    pub fn policy_refused(&self, refusal: &PolicyRefusal) {
+        let result = match refusal {
+            PolicyRefusal::NotAllowed { .. } => HandshakeResult::NotAllowed,
+            PolicyRefusal::ChainTooLong { .. } | PolicyRefusal::Unparsable(_) => {
+                HandshakeResult::Other
+            }
+        };
+        if self.admit(result) {
+            tracing::warn!(reason = result.as_str(), detail = %refusal, "client certificate refused by policy");
+        }
+    }
+
+    /// Takes one line from this window's quota, or counts the refusal as suppressed.
+    fn admit(&self, result: HandshakeResult) -> bool {
+        let Ok(mut w) = self.state.lock() else {
+            return false;
+        };
+        w.roll(Instant::now());
+        if w.logged >= LINES_PER_WINDOW {
+            if let Some(i) = HandshakeResult::ALL.iter().position(|r| *r == result) {
+                w.suppressed[i] += 1;
+            }
+            return false;
+        }
+        w.logged += 1;
         true
     }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pki_types::pem::PemObject;
-use pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -21,8 +21,12 @@ use rustls::{
 };
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::config::{ConfigError, TlsConfig, TlsVersion};
+use crate::config::{
+    ClientsConfig, ConfigError, CrlScope, RevocationFallback, TlsConfig, TlsVersion,
+};
 use crate::identity::{dn_rfc4514, hex, rfc3339};
+use crate::policy::{CaName, ClientPolicy, PolicyRefusal};
+use crate::refusal_log::RefusalLog;
 
 /// The crypto provider, chosen in one place.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -56,15 +60,32 @@ pub struct CaEntry {
     pub anchor: bool,
 }
 
+/// One CRL from `tls.crl`, for `hookgate check` and logs.
+#[derive(Debug, Clone)]
+pub struct CrlEntry {
+    pub file: PathBuf,
+    pub issuer: String,
+    pub next_update: Option<String>,
+    pub next_update_unix: Option<i64>,
+    pub revoked: usize,
+    /// Whether the issuer is in `tls.client_ca` (otherwise it can only be an intermediate the
+    /// client sends).
+    pub issuer_in_bundle: bool,
+}
+
 /// Everything the TLS listener needs, loaded and checked.
 #[derive(Clone)]
 pub struct Material {
     pub server: CertSummary,
     pub server_chain_len: usize,
     pub client_cas: Vec<CaEntry>,
+    pub crls: Vec<CrlEntry>,
     certified: Arc<CertifiedKey>,
     roots: Arc<RootCertStore>,
     intermediates: Arc<Vec<CertificateDer<'static>>>,
+    crl_ders: Vec<CertificateRevocationListDer<'static>>,
+    anchor_subjects: HashSet<Vec<u8>>,
+    intermediate_names: Vec<CaName>,
 }
 
 impl fmt::Debug for Material {
@@ -217,6 +238,8 @@ impl Material {
         let mut roots = RootCertStore::empty();
         let mut intermediates = Vec::new();
         let mut client_cas = Vec::new();
+        let mut anchor_subjects = HashSet::new();
+        let mut intermediate_names = Vec::new();
         for BundleCert {
             file,
             der,
@@ -226,6 +249,14 @@ impl Material {
         } in &bundle
         {
             let anchor = subject == issuer || !subjects.contains(issuer.as_slice());
+            if anchor {
+                anchor_subjects.insert(subject.clone());
+            } else {
+                intermediate_names.push(CaName {
+                    subject: subject.clone(),
+                    issuer: issuer.clone(),
+                });
+            }
             if anchor {
                 if let Err(e) = roots.add(der.clone()) {
                     err(
@@ -253,30 +284,97 @@ impl Material {
             );
         }
 
+        // CRLs: each must parse; webpki checks their signatures against the issuing CA when
+        // it uses them.
+        let mut crls = Vec::new();
+        let mut crl_ders = Vec::new();
+        for (i, file) in cfg.crl.iter().enumerate() {
+            let key = format!("tls.crl[{i}]");
+            match load_crls(file) {
+                Ok(list) if list.is_empty() => {
+                    err(&key, format!("{}: holds no CRL", file.display()));
+                }
+                Ok(list) => {
+                    for der in list {
+                        match summarize_crl(file, &der) {
+                            Ok((mut entry, issuer_raw)) => {
+                                // Not an error: the CA may be an intermediate that clients
+                                // send with their leaf. `check` shows it.
+                                entry.issuer_in_bundle =
+                                    bundle.iter().any(|b| b.subject == issuer_raw);
+                                crls.push(entry);
+                                crl_ders.push(der);
+                            }
+                            Err(e) => {
+                                err(&key, e);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    err(&key, e);
+                }
+            }
+        }
+
         match (server, certified) {
             (Some(server), Some(certified)) if errors.is_empty() => Ok(Self {
                 server,
                 server_chain_len: certified.cert.len(),
                 client_cas,
+                crls,
                 certified,
                 roots: Arc::new(roots),
                 intermediates: Arc::new(intermediates),
+                crl_ders,
+                anchor_subjects,
+                intermediate_names,
             }),
             _ => Err(errors),
         }
     }
 
     /// Builds the rustls server config: TLS 1.2/1.3, client certificate required and verified
-    /// against the bundles (EKU clientAuth enforced by webpki), ALPN h2 and http/1.1.
-    pub fn server_config(&self, cfg: &TlsConfig) -> Result<Arc<ServerConfig>, rustls::Error> {
+    /// against the bundles (EKU clientAuth enforced by webpki) and the CRLs, then against the
+    /// `clients` policy; ALPN h2 and http/1.1.
+    ///
+    /// Each call makes a new session cache (and, with it, new TLS 1.3 ticket state), so a
+    /// config built by a reload cannot resume a session made before it: every returning client
+    /// is verified again against the new CAs, CRLs and allow-list (SPEC "Reloading").
+    pub fn server_config(
+        &self,
+        cfg: &TlsConfig,
+        clients: &ClientsConfig,
+        refusals: Arc<RefusalLog>,
+    ) -> Result<Arc<ServerConfig>, rustls::Error> {
         let provider = provider();
-        let inner =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let verifier = Arc::new(BundleVerifier {
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone());
+        if !self.crl_ders.is_empty() {
+            builder = builder.with_crls(self.crl_ders.iter().cloned());
+            if cfg.crl_scope == CrlScope::Leaf {
+                builder = builder.only_check_end_entity_revocation();
+            }
+            if cfg.crl_missing == RevocationFallback::Allow {
+                builder = builder.allow_unknown_revocation_status();
+            }
+            if cfg.crl_expired == RevocationFallback::Refuse {
+                builder = builder.enforce_revocation_expiration();
+            }
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier = Arc::new(PolicyVerifier {
             inner,
             intermediates: self.intermediates.clone(),
+            policy: ClientPolicy {
+                allow: clients.allow.clone(),
+                max_chain_depth: cfg.max_chain_depth,
+                anchors: self.anchor_subjects.clone(),
+                intermediates: self.intermediate_names.clone(),
+            },
+            refusals,
         });
         let versions: &[&'static rustls::SupportedProtocolVersion] = match cfg.min_version {
             TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -287,7 +385,11 @@ impl Material {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified.clone())));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        if !cfg.session_resumption {
+        if cfg.session_resumption {
+            // Explicit rather than relying on the default, because the reload rule above
+            // depends on the cache being new with every config.
+            config.session_storage = rustls::server::ServerSessionMemoryCache::new(1024);
+        } else {
             config.session_storage = Arc::new(NoServerSessionStorage {});
             config.send_tls13_tickets = 0;
         }
@@ -309,6 +411,43 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
         .map_err(|e| format!("cannot read {}: {}", path.display(), pem_error(&e)))?;
     iter.collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: bad PEM: {}", path.display(), pem_error(&e)))
+}
+
+/// PEM (any number of `X509 CRL` blocks) or a single DER CRL.
+fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: bad PEM: {}", path.display(), pem_error(&e)))
+    } else {
+        Ok(vec![CertificateRevocationListDer::from(bytes)])
+    }
+}
+
+/// Parses a CRL for its summary and raw issuer name.
+fn summarize_crl(
+    file: &Path,
+    der: &CertificateRevocationListDer<'_>,
+) -> Result<(CrlEntry, Vec<u8>), String> {
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let (rest, crl) = CertificateRevocationList::from_der(der.as_ref())
+        .map_err(|e| format!("{}: not a CRL: {e}", file.display()))?;
+    if !rest.is_empty() {
+        return Err(format!("{}: trailing data after the CRL", file.display()));
+    }
+    let next = crl.next_update().map(|t| t.timestamp());
+    Ok((
+        CrlEntry {
+            file: file.to_path_buf(),
+            issuer: dn_rfc4514(crl.issuer()),
+            next_update: next.map(rfc3339),
+            next_update_unix: next,
+            revoked: crl.iter_revoked_certificates().count(),
+            issuer_in_bundle: false,
+        },
+        crl.issuer().as_raw().to_vec(),
+    ))
 }
 
 fn pem_error(e: &pki_types::pem::Error) -> String {
@@ -341,19 +480,46 @@ fn summary_of(cert: &X509Certificate<'_>, der: &[u8]) -> CertSummary {
     }
 }
 
-// === impl BundleVerifier ===
+// === impl PolicyVerifier ===
 
-/// Wraps rustls' WebPKI client verifier so that intermediates from the CA bundles are offered
-/// to path building too: a client that sends only its leaf still validates, and the
-/// intermediate is checked (validity, signature) on the way to a real anchor instead of being
-/// trusted as an anchor itself.
+/// Wraps rustls' WebPKI client verifier (chain, validity, EKU, CRLs) and adds two things:
+/// intermediates from the CA bundles are offered to path building, so that a client that sends
+/// only its leaf still validates and the intermediate is checked on the way to a real anchor
+/// instead of being trusted as one; and the `clients` policy (allow-list, chain depth) is
+/// applied to a chain WebPKI accepted. A policy refusal is `ApplicationVerificationFailure`,
+/// which rustls sends as the `access_denied` alert.
 #[derive(Debug)]
-struct BundleVerifier {
+struct PolicyVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     intermediates: Arc<Vec<CertificateDer<'static>>>,
+    policy: ClientPolicy,
+    refusals: Arc<RefusalLog>,
 }
 
-impl ClientCertVerifier for BundleVerifier {
+impl PolicyVerifier {
+    fn apply_policy(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> Result<(), rustls::Error> {
+        self.policy
+            .check(end_entity, intermediates)
+            .map_err(|refusal| {
+                self.refusals.policy_refused(&refusal);
+                let e = match refusal {
+                    PolicyRefusal::NotAllowed { .. } => {
+                        rustls::CertificateError::ApplicationVerificationFailure
+                    }
+                    PolicyRefusal::ChainTooLong { .. } | PolicyRefusal::Unparsable(_) => {
+                        rustls::CertificateError::Other(rustls::OtherError(Arc::new(refusal)))
+                    }
+                };
+                rustls::Error::InvalidCertificate(e)
+            })
+    }
+}
+
+impl ClientCertVerifier for PolicyVerifier {
     fn offer_client_auth(&self) -> bool {
         true
     }
@@ -374,9 +540,11 @@ impl ClientCertVerifier for BundleVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
         if self.intermediates.is_empty() {
-            return self
+            let verified = self
                 .inner
-                .verify_client_cert(end_entity, intermediates, now);
+                .verify_client_cert(end_entity, intermediates, now)?;
+            self.apply_policy(end_entity, intermediates)?;
+            return Ok(verified);
         }
         let mut all: Vec<CertificateDer<'_>> =
             Vec::with_capacity(intermediates.len() + self.intermediates.len());
@@ -390,7 +558,9 @@ impl ClientCertVerifier for BundleVerifier {
                 .iter()
                 .map(|c| CertificateDer::from(c.as_ref())),
         );
-        self.inner.verify_client_cert(end_entity, &all, now)
+        let verified = self.inner.verify_client_cert(end_entity, &all, now)?;
+        self.apply_policy(end_entity, intermediates)?;
+        Ok(verified)
     }
 
     fn verify_tls12_signature(

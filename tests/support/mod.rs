@@ -118,6 +118,8 @@ pub struct Setup {
     pub server_key_pem: Option<String>,
     /// Extra lines for the `tls:` section, each indented by two spaces.
     pub tls_yaml: String,
+    /// More files for the config's directory: (name, content).
+    pub extra_files: Vec<(String, String)>,
     pub request_timeout: &'static str,
 }
 
@@ -130,6 +132,7 @@ impl Setup {
             server_cert_pem: None,
             server_key_pem: None,
             tls_yaml: String::new(),
+            extra_files: Vec::new(),
             request_timeout: "5s",
         }
     }
@@ -148,6 +151,9 @@ pub fn write_config(dir: &TempDir, pki: &Pki, setup: &Setup) -> PathBuf {
             .as_deref()
             .unwrap_or(&pki.server.key_pem),
     );
+    for (name, text) in &setup.extra_files {
+        dir.write(name, text);
+    }
     let mut cas = Vec::new();
     for (i, pem) in setup.client_ca_pems.iter().enumerate() {
         let name = format!("ca{i}.pem");
@@ -232,6 +238,30 @@ impl Env {
             .unwrap();
         tokio::spawn(conn);
         send
+    }
+
+    /// Sends `GET /` with `cfg`: the status, or the TLS alert that refused the handshake
+    /// (`Err(None)` for a failure without an alert).
+    pub async fn try_get(
+        &self,
+        cfg: Arc<ClientConfig>,
+    ) -> Result<http::StatusCode, Option<rustls::AlertDescription>> {
+        match self.send(cfg, get("/")).await {
+            Ok(r) => Ok(r.status()),
+            Err(e) => Err(alert_of(e.as_ref())),
+        }
+    }
+
+    /// The config file the proxy was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.yaml")
+    }
+
+    /// Rewrites the config file with `edit` (not reloaded yet).
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.config_path();
+        let yaml = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(yaml)).unwrap();
     }
 
     /// The admin listener's `/metrics` text.
