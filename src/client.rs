@@ -60,10 +60,18 @@ pub async fn request_once(
     let tls = connect(addr, server_name, cfg).await?;
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    let resp = send.send_request(req).await?;
+    let conn = tokio::spawn(conn);
+    let resp = match send.send_request(req).await {
+        Ok(r) => r,
+        // If the connection died first (a TLS alert on the first read), the request only
+        // learns "canceled"; the connection task holds the real reason.
+        Err(e) => {
+            return Err(match conn.await {
+                Ok(Err(conn_err)) => conn_err.into(),
+                _ => e.into(),
+            });
+        }
+    };
     let (parts, body) = resp.into_parts();
     let body = body.collect().await?.to_bytes();
     Ok(Response::from_parts(parts, body))

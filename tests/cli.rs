@@ -381,3 +381,80 @@ fn demo_self_test_passes() {
     assert!(t.contains("curl --cacert"), "prints a curl line: {t}");
     assert!(!t.contains("FAIL"), "{t}");
 }
+
+#[test]
+fn sighup_rotates_the_client_ca_in_the_running_process() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = EchoUpstream::default();
+    let upstream_addr = rt.block_on(upstream.clone().spawn()).unwrap();
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki, format!("http://{upstream_addr}"));
+    // No file watch and no periodic check: only the signal can cause the reload.
+    setup.extra_yaml = "reload: {watch: false, check_interval: 0s}\n".into();
+    let dir = TempDir::new("sighup");
+    let path = write_config(&dir, &pki, &setup);
+    let port = free_port();
+    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
+        "127.0.0.1:0",
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let status = |cfg| {
+        rt.block_on(hookgate::client::request_once(
+            addr,
+            "localhost",
+            cfg,
+            get("/"),
+        ))
+        .map(|r| r.status().as_u16())
+        .map_err(|e| alert_of(e.as_ref()))
+    };
+    let mut spec = LeafSpec::client("wise-client");
+    spec.org = Some("Wise Test".into());
+    let old_cfg = pki.client_config(&pki.client(&spec), true, &[]);
+    let new_ca = hookgate::pki::Ca::root("Rotated Root CA", "Wise Test").unwrap();
+    let new_cfg = pki.foreign_config(&new_ca.issue(&spec).unwrap());
+    assert_eq!(status(old_cfg.clone()), Ok(200));
+    assert_eq!(
+        status(new_cfg.clone()),
+        Err(Some(rustls::AlertDescription::UnknownCA))
+    );
+
+    dir.write("ca0.pem", &new_ca.pem());
+    let sent = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    while status(new_cfg.clone()) != Ok(200) {
+        assert!(
+            sent.elapsed() < Duration::from_secs(1),
+            "the new CA was not accepted within a second of SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        status(old_cfg),
+        Err(Some(rustls::AlertDescription::UnknownCA))
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the same process (pid {}) is still serving",
+        child.id()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
