@@ -42,6 +42,51 @@ fn config_dir(edit: impl FnOnce(&mut Setup)) -> (TempDir, Pki, std::path::PathBu
 }
 
 #[test]
+fn check_prints_crls_and_the_allow_list() {
+    let pki = Pki::new();
+    let mut setup = Setup::new(&pki, "http://127.0.0.1:8080".into());
+    let next = time::OffsetDateTime::now_utc() + Duration::from_secs(86_400);
+    let leaf = pki.client(&LeafSpec::client("gone"));
+    setup.extra_files = vec![(
+        "int.crl".into(),
+        pki.intermediate.crl(&[leaf.serial()], next).unwrap(),
+    )];
+    setup.tls_yaml = "  crl: [int.crl]\n  crl_scope: leaf\n".into();
+    setup.extra_yaml = format!(
+        "clients: {{allow: [{{subject_cn: wise-client, spki_sha256: \"{}\"}}]}}\n",
+        "ab".repeat(32)
+    );
+    let dir = TempDir::new("check-crl");
+    let path = write_config(&dir, &pki, &setup);
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("CN=Test Issuing CA,O=Wise Test: 1 revoked; next update 20"),
+        "{t}"
+    );
+    assert!(t.contains("scope Leaf"), "{t}");
+    assert!(
+        t.contains("issuer not in tls.client_ca: applies only to an intermediate"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!(
+            "subject_cn=\"wise-client\", spki_sha256={}",
+            "ab".repeat(32)
+        )),
+        "{t}"
+    );
+
+    // A CRL that does not parse is a config error naming the key.
+    dir.write("int.crl", "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n");
+    let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{t}");
+    assert!(t.contains("tls.crl[0]:"), "{t}");
+}
+
+#[test]
 fn check_prints_what_was_loaded() {
     let (_dir, _pki, path) = config_dir(|_| {});
     let out = hookgate(&["check", "--config", path.to_str().unwrap()]);

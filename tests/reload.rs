@@ -351,3 +351,25 @@ async fn expiry_gauges_follow_a_reload() {
         "a removed CA is no longer reported"
     );
 }
+
+#[tokio::test]
+async fn settings_that_need_a_restart_are_kept_and_the_rest_applies() {
+    let env = Env::start().await;
+    let leaf = env.client_leaf();
+    // A new listen address (needs a restart) and a header switch (live) in one edit.
+    env.edit_config(|y| {
+        y.replacen("listen: \"127.0.0.1:0\"", "listen: \"127.0.0.1:1\"", 1)
+            + "headers: {xfcc: false}\n"
+    });
+    assert_eq!(env.server.reload().await, Outcome::Reloaded);
+    assert_eq!(
+        env.try_get(env.pki.client_config(&leaf, true, &[])).await,
+        Ok(StatusCode::OK),
+        "still listening where it started"
+    );
+    let seen = env.upstream.seen();
+    assert!(
+        !seen[0].headers.contains_key("x-forwarded-client-cert"),
+        "headers.xfcc: false applied live"
+    );
+}
