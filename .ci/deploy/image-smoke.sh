@@ -17,7 +17,11 @@ log=$(mktemp)
 ip link set lo up
 python3 "$here/echo_upstream.py" 127.0.0.1 "$up_port" &
 up_pid=$!
-env -i PATH="$DF_PATH" chroot --userspec="$DF_USER" "$root" "$@" 2>"$log" &
+for _ in $(seq 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$up_port/" && break
+  sleep 0.1
+done
+env -i PATH="$DF_PATH" "$(command -v chroot)" --userspec="$DF_USER" "$root" "$@" 2>"$log" &
 hg_pid=$!
 cleanup() {
   kill "$up_pid" 2>/dev/null || true

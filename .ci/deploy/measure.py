@@ -74,7 +74,7 @@ def curl_many(pki, n, parallel, close, body_file):
     for _ in range(n):
         cfg.write(f'url = "{url}"\noutput = "/dev/null"\n')
     cfg.close()
-    cmd = ["curl", "-sS", "--fail", "--parallel", "--parallel-max", str(parallel),
+    cmd = ["curl", "-sS", "--no-progress-meter", "--fail", "--parallel", "--parallel-max", str(parallel),
            "--cacert", f"{pki}/server/ca.crt", "--cert", f"{pki}/client/client.crt",
            "--key", f"{pki}/client/client.key", "-H", "Content-Type: application/json",
            "--data-binary", f"@{body_file}", "-K", cfg.name]
@@ -100,6 +100,7 @@ def main():
     body.write_text(json.dumps({"data": {"resource": {"id": 1}, "pad": "x" * 960},
                                 "event_type": "transfers#state-change"}))
 
+    http.server.ThreadingHTTPServer.request_queue_size = 1024
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 8080), Upstream)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     proxy = subprocess.Popen([binary, "run", "--config", str(work / "config.yaml")])
