@@ -79,7 +79,10 @@ fn check_prints_crls_and_the_allow_list() {
     );
 
     // A CRL that does not parse is a config error naming the key.
-    dir.write("int.crl", "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n");
+    dir.write(
+        "int.crl",
+        "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    );
     let out = hookgate(&["check", "--config", path.to_str().unwrap()]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(64), "{t}");

@@ -1,7 +1,8 @@
 //! Live reload: last good wins, every trigger (explicit, inotify on a Kubernetes-style mount,
 //! in-place writes), no stale TLS sessions, nothing in flight disturbed.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is a failed test
+#![allow(clippy::unwrap_used)]
+// test code: a panic is a failed test
 // Metric values are small integers and Unix timestamps, exact in an f64.
 #![allow(clippy::cast_precision_loss, clippy::float_cmp)]
 
@@ -197,6 +198,22 @@ async fn a_crl_gaining_an_entry_is_picked_up_without_a_signal() {
         let env = &env;
         let cfg = cfg.clone();
         async move { env.try_get(cfg).await == Err(Some(AlertDescription::CertificateRevoked)) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_editors_write_then_rename_is_picked_up_without_a_signal() {
+    let env = Env::start().await;
+    let (ca, new_leaf) = new_ca();
+    let new_cfg = env.pki.foreign_config(&new_leaf);
+    // vim and most editors: write a temp file next to the target, then rename it over.
+    let tmp = env.dir.write(".ca0.pem.swp", &ca.pem());
+    std::fs::rename(tmp, env.dir.path().join("ca0.pem")).unwrap();
+    eventually(Duration::from_secs(10), "renamed bundle applied", || {
+        let env = &env;
+        let cfg = new_cfg.clone();
+        async move { env.try_get(cfg).await == Ok(StatusCode::OK) }
     })
     .await;
 }
