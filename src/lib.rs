@@ -39,6 +39,9 @@ pub use tls::Material;
 pub struct Prepared {
     pub config: Config,
     pub material: Material,
+    /// The files' hashes from just before they were read, so that a change made between
+    /// loading and serving is still seen as a change.
+    file_hashes: reload::Hashes,
 }
 
 /// Reads the config at `path` and every file it names, reporting all problems at once.
@@ -49,8 +52,13 @@ pub fn prepare(path: &Path) -> Result<Prepared, ConfigErrors> {
 
 /// Loads the files that an already validated config names.
 pub fn prepare_config(config: Config) -> Result<Prepared, ConfigErrors> {
+    let file_hashes = reload::hash_files(&config);
     let material = Material::load(&config.tls, &config.source).map_err(ConfigErrors)?;
-    Ok(Prepared { config, material })
+    Ok(Prepared {
+        config,
+        material,
+        file_hashes,
+    })
 }
 
 /// A running proxy.
@@ -105,7 +113,11 @@ impl Server {
 /// Binds the admin and TLS listeners and serves in the background. Must be called inside a
 /// tokio runtime.
 pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
-    let Prepared { config, material } = prepared;
+    let Prepared {
+        config,
+        material,
+        file_hashes,
+    } = prepared;
     let refusals = Arc::new(refusal_log::RefusalLog::default());
     let live = Arc::new(reload::LiveCell::new(
         reload::Live::build(&config, &material, refusals.clone())
@@ -154,11 +166,13 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
     let grace = config.shutdown.grace_period;
     let reloader = Arc::new(reload::Reloader::new(
         config.clone(),
+        file_hashes,
         live,
         metrics.clone(),
         refusals,
     ));
-    tokio::spawn(reload::watch_files(reloader.clone(), rx.clone()));
+    let watcher = reload::start_watching(&reloader);
+    tokio::spawn(reload::watch_files(reloader.clone(), watcher, rx.clone()));
     let task = tokio::spawn(listener::serve(listener, state, rx, grace));
     health.set_serving();
     tracing::info!(

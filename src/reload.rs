@@ -82,7 +82,8 @@ pub enum Outcome {
     Failed(String),
 }
 
-type Hashes = Vec<(PathBuf, Option<[u8; 32]>)>;
+/// SHA-256 of each file a reload reads (`None`: unreadable).
+pub type Hashes = Vec<(PathBuf, Option<[u8; 32]>)>;
 
 struct State {
     config: Config,
@@ -102,11 +103,11 @@ pub struct Reloader {
 impl Reloader {
     pub fn new(
         config: Config,
+        attempted: Hashes,
         live: Arc<LiveCell>,
         metrics: Arc<Metrics>,
         refusals: Arc<RefusalLog>,
     ) -> Self {
-        let attempted = hash_all(&files_of(&config));
         Self {
             state: Mutex::new(State { config, attempted }),
             live,
@@ -260,6 +261,11 @@ fn files_of(config: &Config) -> Vec<PathBuf> {
     files
 }
 
+/// The hashes of every file `config` makes a reload read.
+pub fn hash_files(config: &Config) -> Hashes {
+    hash_all(&files_of(config))
+}
+
 fn hash_all(files: &[PathBuf]) -> Hashes {
     files
         .iter()
@@ -291,22 +297,34 @@ pub async fn reload_now(reloader: &Arc<Reloader>, trigger: &'static str, force: 
         .unwrap_or_else(|e| Outcome::Failed(format!("reload task failed: {e}")))
 }
 
-/// Watches the files and checks them periodically until `shutdown` turns true.
-pub async fn watch_files(reloader: Arc<Reloader>, mut shutdown: watch::Receiver<bool>) {
-    let settings = reloader.settings();
-    let mut watcher = None;
-    if settings.watch {
-        match DirWatcher::new() {
-            Ok(w) => {
-                w.add(&reloader.watch_dirs());
-                watcher = Some(w);
-            }
-            Err(e) => tracing::warn!(
+/// Starts watching the files' directories now (so that no change after `start` returns is
+/// missed), unless `reload.watch` is off or inotify is unavailable.
+pub fn start_watching(reloader: &Reloader) -> Option<DirWatcher> {
+    if !reloader.settings().watch {
+        return None;
+    }
+    match DirWatcher::new() {
+        Ok(w) => {
+            w.add(&reloader.watch_dirs());
+            Some(w)
+        }
+        Err(e) => {
+            tracing::warn!(
                 error = %e,
                 "cannot watch the files (inotify); relying on reload.check_interval and SIGHUP"
-            ),
+            );
+            None
         }
     }
+}
+
+/// Reloads on file events and periodic checks until `shutdown` turns true.
+pub async fn watch_files(
+    reloader: Arc<Reloader>,
+    mut watcher: Option<DirWatcher>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let settings = reloader.settings();
     let period = if settings.check_interval.is_zero() {
         // Never fires in practice; keeps the select below uniform.
         Duration::from_secs(365 * 86_400)
@@ -353,7 +371,7 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
 
 /// inotify on directories, read through the runtime's reactor (no thread of its own; gone
 /// when the task is).
-struct DirWatcher {
+pub struct DirWatcher {
     events: inotify::EventStream<Vec<u8>>,
     watches: inotify::Watches,
 }
