@@ -517,7 +517,7 @@ def cmd_self_test(path):
         try:
             check_rendering(f"{path} [{name}]", broken)
         except SystemExit as e:
-            print(f"  caught: {name}: {e}")
+            print(f"  caught: {name}: {str(e).removeprefix('FAIL: ')}")
             continue
         fail(f"self-test: the consistency check missed: {name}")
     print(f"self-test: all {len(mutations)} broken renderings caught")
