@@ -14,6 +14,7 @@ use http::{HeaderValue, Method, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::identity::IdentityHeaders;
+use crate::listener::InFlight;
 use crate::metrics::Metrics;
 
 /// What is known about a request by the time its response starts.
@@ -32,6 +33,8 @@ pub struct RequestLog {
     /// Until the upstream's response headers; `None` when the upstream was not reached.
     pub upstream: Option<Duration>,
     pub metrics: Arc<Metrics>,
+    /// Keeps the connection from counting as idle until the response is done.
+    pub in_flight: InFlight,
 }
 
 impl RequestLog {

@@ -9,7 +9,7 @@
 //! so that replacing it touches nothing else.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ pub struct Config {
     /// The file this came from, for messages.
     pub source: PathBuf,
     pub listen: SocketAddr,
+    pub proxy_protocol: ProxyProtocol,
     pub upstream: UpstreamConfig,
     pub tls: TlsConfig,
     pub clients: ClientsConfig,
@@ -31,6 +32,89 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     pub reload: ReloadConfig,
+}
+
+/// Whether a PROXY protocol header (from an L4 load balancer) precedes the TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Off,
+    /// Version 2 (binary) only: what AWS NLB and most cloud balancers send.
+    V2,
+    /// Version 1 (text) or 2.
+    Any,
+}
+
+/// A network prefix for `clients.source_cidrs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `2001:db8::/32` or a bare address (a /32 or /128).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (a, p) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or CIDR"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0..={max}"))?,
+        };
+        let cidr = Self { addr, prefix };
+        if cidr.network() != addr {
+            return Err(format!(
+                "{text:?} has host bits set; did you mean {}/{prefix}?",
+                cidr.network()
+            ));
+        }
+        Ok(cidr)
+    }
+
+    fn mask_v4(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    fn mask_v6(&self) -> u128 {
+        u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+
+    fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => IpAddr::V4((u32::from(a) & self.mask_v4()).into()),
+            IpAddr::V6(a) => IpAddr::V6((u128::from(a) & self.mask_v6()).into()),
+        }
+    }
+
+    /// Whether `ip` is inside; an IPv4-mapped IPv6 address counts as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => u32::from(ip) & self.mask_v4() == u32::from(net),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => u128::from(ip) & self.mask_v6() == u128::from(net),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +186,8 @@ pub enum RevocationFallback {
 /// `clients`: who may connect, beyond holding a valid chain.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ClientsConfig {
+    /// Empty: any source address. Otherwise the TCP (or PROXY) source must be inside one.
+    pub source_cidrs: Vec<Cidr>,
     /// `None`: any valid chain. `Some`: the leaf must match one entry (never empty).
     pub allow: Option<Vec<AllowEntry>>,
 }
@@ -528,16 +614,29 @@ impl Walker {
         }
         let listen = self.socket_addr(&mut top, "listen", DEFAULT_LISTEN);
 
-        if let Some(pp) = self.string(&mut top, "proxy_protocol") {
-            match pp.as_str() {
-                "off" => {}
-                "v2" | "any" => self.not_yet(top.key("proxy_protocol"), false),
-                _ => self.err(
+        // `off` is also what YAML 1.1 readers call `false`; accept the boolean spelling too.
+        let proxy_protocol = match top.take("proxy_protocol") {
+            None | Some(Value::Null | Value::Bool(false)) => ProxyProtocol::Off,
+            Some(Value::String(pp)) => match pp.as_str() {
+                "off" => ProxyProtocol::Off,
+                "v2" => ProxyProtocol::V2,
+                "any" => ProxyProtocol::Any,
+                _ => {
+                    self.err(
+                        top.key("proxy_protocol"),
+                        format!("expected off, v2 or any, found {pp:?}"),
+                    );
+                    ProxyProtocol::Off
+                }
+            },
+            Some(other) => {
+                self.err(
                     top.key("proxy_protocol"),
-                    format!("expected off, v2 or any, found {pp:?}"),
-                ),
+                    format!("expected off, v2 or any, found {}", kind(other)),
+                );
+                ProxyProtocol::Off
             }
-        }
+        };
 
         let upstream_v = top.take("upstream");
         let upstream = self.upstream(upstream_v);
@@ -608,6 +707,7 @@ impl Walker {
         Some(Config {
             source: self.file.clone(),
             listen,
+            proxy_protocol,
             upstream: upstream?,
             tls: tls?,
             clients,
@@ -774,8 +874,19 @@ impl Walker {
 
     fn clients(&mut self, v: Option<&Value>) -> ClientsConfig {
         let mut s = self.section(v, "clients");
-        let cidrs = self.string_list(&mut s, "source_cidrs");
-        self.not_yet(s.key("source_cidrs"), cidrs.is_none_or(|c| c.is_empty()));
+        let source_cidrs = self
+            .string_list(&mut s, "source_cidrs")
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match Cidr::parse(c) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    self.err(format!("{}[{i}]", s.key("source_cidrs")), e);
+                    None
+                }
+            })
+            .collect();
         let allow = match s.take("allow") {
             None | Some(Value::Null) => None,
             Some(Value::Sequence(items)) if items.is_empty() => {
@@ -802,7 +913,10 @@ impl Walker {
             }
         };
         self.finish(&s, &["source_cidrs", "allow"]);
-        ClientsConfig { allow }
+        ClientsConfig {
+            source_cidrs,
+            allow,
+        }
     }
 
     fn allow_entry(&mut self, v: &Value, path: &str) -> AllowEntry {
@@ -934,8 +1048,9 @@ impl Walker {
         if header_read_timeout.is_zero() {
             self.err(s.key("header_read_timeout"), "must be greater than 0s");
         }
-        // Idle keep-alive timeouts arrive with the hardening work.
-        self.not_yet(s.key("idle_timeout"), idle_timeout == DEFAULT_IDLE_TIMEOUT);
+        if idle_timeout.is_zero() {
+            self.err(s.key("idle_timeout"), "must be greater than 0s");
+        }
         self.finish(
             &s,
             &[
@@ -1193,21 +1308,44 @@ mod tests {
     fn later_features_are_refused_unless_at_default() {
         let with = |extra: &str| errors(&format!("{MINIMAL}{extra}"));
         assert!(with("clients: {source_cidrs: []}\nsignature: {mode: off}\n").is_empty());
-        for (extra, key) in [
-            ("proxy_protocol: v2\n", "proxy_protocol"),
-            ("signature: {mode: enforce}\n", "signature.mode"),
-            (
-                "clients: {source_cidrs: [10.0.0.0/8]}\n",
-                "clients.source_cidrs",
-            ),
-            ("limits: {idle_timeout: 5s}\n", "limits.idle_timeout"),
-        ] {
-            let e = with(extra).join("\n");
-            assert!(
-                e.contains(&format!("{key}: not supported yet")),
-                "{extra}: {e}"
-            );
-        }
+        let e = with("signature: {mode: enforce}\n").join("\n");
+        assert!(e.contains("signature.mode: not supported yet"), "{e}");
+    }
+
+    #[test]
+    fn source_cidrs_and_proxy_protocol() {
+        let c = config(&format!(
+            "{MINIMAL}proxy_protocol: v2\nclients: {{source_cidrs: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.7]}}\n"
+        ));
+        assert_eq!(c.proxy_protocol, ProxyProtocol::V2);
+        let cidrs = &c.clients.source_cidrs;
+        let inside = |ip: &str| cidrs.iter().any(|c| c.contains(ip.parse().unwrap()));
+        assert!(inside("10.1.2.3"));
+        assert!(inside("::ffff:10.1.2.3"), "IPv4-mapped counts as IPv4");
+        assert!(inside("2001:db8:1::5"));
+        assert!(inside("192.0.2.7"));
+        assert!(!inside("192.0.2.8"));
+        assert!(!inside("11.0.0.1"));
+        assert_eq!(
+            config(&format!("{MINIMAL}proxy_protocol: off\n")).proxy_protocol,
+            ProxyProtocol::Off
+        );
+        let e = errors(&format!(
+            "{MINIMAL}proxy_protocol: v1\nclients: {{source_cidrs: [10.0.0.1/8, 10.0.0.0/33, nope]}}\n"
+        ))
+        .join("\n");
+        assert!(e.contains("proxy_protocol: expected off, v2 or any"), "{e}");
+        assert!(
+            e.contains("clients.source_cidrs[0]: \"10.0.0.1/8\" has host bits set"),
+            "{e}"
+        );
+        assert!(e.contains("clients.source_cidrs[1]:"), "{e}");
+        assert!(e.contains("clients.source_cidrs[2]:"), "{e}");
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub enum ProxyError {
     /// The request body is larger than `limits.max_body`.
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
+    /// The request head is larger than `limits.max_header_bytes`.
+    #[error("request headers larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// `shutdown.grace_period` ran out before the upstream answered.
+    #[error("hookgate is shutting down; retry")]
+    ShuttingDown,
 }
 
 impl ProxyError {
@@ -38,6 +44,8 @@ impl ProxyError {
             }
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -49,6 +57,8 @@ impl ProxyError {
             }
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::BodyTooLarge(_) => "body_too_large",
+            Self::HeadersTooLarge(_) => "headers_too_large",
+            Self::ShuttingDown => "shutting_down",
         }
     }
 
@@ -59,7 +69,7 @@ impl ProxyError {
             Self::UpstreamReset(_) => Some(UpstreamErrorKind::Reset),
             Self::UpstreamProtocol(_) => Some(UpstreamErrorKind::Other),
             Self::UpstreamTimeout(_) => Some(UpstreamErrorKind::Timeout),
-            Self::BodyTooLarge(_) => None,
+            Self::BodyTooLarge(_) | Self::HeadersTooLarge(_) | Self::ShuttingDown => None,
         }
     }
 
@@ -67,6 +77,8 @@ impl ProxyError {
     pub fn reject_reason(&self) -> Option<RejectReason> {
         match self {
             Self::BodyTooLarge(_) => Some(RejectReason::BodyTooLarge),
+            Self::HeadersTooLarge(_) => Some(RejectReason::HeadersTooLarge),
+            Self::ShuttingDown => Some(RejectReason::ShuttingDown),
             Self::UpstreamConnect(_)
             | Self::UpstreamReset(_)
             | Self::UpstreamProtocol(_)
@@ -95,6 +107,18 @@ impl ProxyError {
 
     pub fn to_response(&self) -> Response<Full<Bytes>> {
         json_response(self.status(), self.code(), &self.to_string())
+    }
+
+    /// Whether the connection should close after this answer: the client may still be
+    /// sending what was refused, and hookgate will not read all of it.
+    pub fn closes_connection(&self) -> bool {
+        match self {
+            Self::BodyTooLarge(_) | Self::HeadersTooLarge(_) | Self::ShuttingDown => true,
+            Self::UpstreamConnect(_)
+            | Self::UpstreamReset(_)
+            | Self::UpstreamProtocol(_)
+            | Self::UpstreamTimeout(_) => false,
+        }
     }
 }
 
@@ -167,6 +191,8 @@ mod tests {
                 "upstream_timeout",
             ),
             (ProxyError::BodyTooLarge(1), 413, "body_too_large"),
+            (ProxyError::HeadersTooLarge(1), 431, "headers_too_large"),
+            (ProxyError::ShuttingDown, 503, "shutting_down"),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status);

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod pki;
 pub mod policy;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod refusal_log;
 pub mod reload;
 pub mod tls;
@@ -140,12 +141,15 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
         .map_err(|e| bind_error("listen", config.listen, &e))?;
     let local_addr = listener.local_addr()?;
 
+    let (grace_over_tx, grace_over) = watch::channel(false);
     let shared = Arc::new(proxy::Shared {
         client: upstream::client(&config.upstream),
         request_timeout: config.upstream.request_timeout,
         max_body: config.limits.max_body,
+        max_header_bytes: config.limits.max_header_bytes,
         request_ids: proxy::RequestIds::default(),
         metrics: metrics.clone(),
+        grace_over,
     });
     let state = Arc::new(listener::ListenerState {
         live: live.clone(),
@@ -154,6 +158,8 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
         connections: Arc::new(Semaphore::new(config.limits.max_connections)),
         metrics: metrics.clone(),
         refusals: refusals.clone(),
+        proxy_protocol: config.proxy_protocol,
+        idle_timeout: config.limits.idle_timeout,
     });
     let (tx, rx) = watch::channel(false);
     let (admin_tx, admin_rx) = watch::channel(false);
@@ -173,7 +179,7 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
     ));
     let watcher = reload::start_watching(&reloader);
     tokio::spawn(reload::watch_files(reloader.clone(), watcher, rx.clone()));
-    let task = tokio::spawn(listener::serve(listener, state, rx, grace));
+    let task = tokio::spawn(listener::serve(listener, state, rx, grace, grace_over_tx));
     health.set_serving();
     tracing::info!(
         listen = %local_addr,

@@ -5,7 +5,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,12 +14,14 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt as _, Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::watch;
 
 use crate::access_log::{LoggedBody, RequestLog};
 use crate::error::ProxyError;
 use crate::identity::IdentityHeaders;
+use crate::listener::Activity;
 use crate::metrics::Metrics;
 use crate::upstream::UpstreamClient;
 
@@ -30,8 +33,11 @@ pub struct Shared {
     pub client: UpstreamClient,
     pub request_timeout: Duration,
     pub max_body: u64,
+    pub max_header_bytes: usize,
     pub request_ids: RequestIds,
     pub metrics: Arc<Metrics>,
+    /// Turns true when `shutdown.grace_period` has run out.
+    pub grace_over: watch::Receiver<bool>,
 }
 
 /// State fixed for one client connection: who the client is and where it connects from.
@@ -40,6 +46,7 @@ pub struct ConnCtx {
     pub identity: Arc<IdentityHeaders>,
     pub peer: SocketAddr,
     pub forwarded_for: HeaderValue,
+    pub activity: Arc<Activity>,
 }
 
 /// Handles one request. Never fails: every error becomes a response, and every response is
@@ -61,7 +68,9 @@ pub async fn handle(
         bytes_in: Arc::new(AtomicU64::new(0)),
         upstream: None,
         metrics: metrics.clone(),
+        in_flight: ctx.activity.begin(),
     };
+    let http1 = req.version() < Version::HTTP_2;
     let resp = match forward(req, &ctx, &mut log).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -75,6 +84,12 @@ pub async fn handle(
             let mut resp = e.to_response().map(Either::Right);
             if let Some(id) = &log.request_id {
                 resp.headers_mut().insert(X_REQUEST_ID, id.clone());
+            }
+            if http1 && e.closes_connection() {
+                // HTTP/2 ends just the stream; HTTP/1 must not reuse a connection whose
+                // request was not read to its end.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
         }
@@ -90,6 +105,9 @@ async fn forward(
     log: &mut RequestLog,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let shared = &ctx.shared;
+    if *shared.grace_over.borrow() {
+        return Err(ProxyError::ShuttingDown);
+    }
     let (mut parts, body) = req.into_parts();
 
     // The request id is settled first so that even a refused request can be traced.
@@ -102,9 +120,16 @@ async fn forward(
     };
     log.request_id = Some(request_id);
 
+    // hyper's buffer is a few times larger than the limit so that hookgate, not hyper, can
+    // refuse a large head with a readable JSON 431.
+    if head_size(&parts) > shared.max_header_bytes {
+        discard(body);
+        return Err(ProxyError::HeadersTooLarge(shared.max_header_bytes));
+    }
     // A declared length over the limit is refused before anything is sent upstream.
     if let Some(len) = content_length(&parts.headers) {
         if len > shared.max_body {
+            discard(body);
             return Err(ProxyError::BodyTooLarge(shared.max_body));
         }
     }
@@ -146,26 +171,36 @@ async fn forward(
     std::mem::swap(&mut parts.uri, &mut uri);
     parts.version = Version::HTTP_11;
 
-    let too_large = Arc::new(AtomicBool::new(false));
+    let overflow = Arc::new(Mutex::new(None));
     let body = RequestBody {
-        inner: body,
+        inner: Some(body),
         remaining: shared.max_body,
         limit: shared.max_body,
-        tripped: too_large.clone(),
+        overflow: overflow.clone(),
         bytes: log.bytes_in.clone(),
     };
     let upstream_req = Request::from_parts(parts, body);
 
     let sent = Instant::now();
-    let result = tokio::time::timeout(shared.request_timeout, shared.client.request(upstream_req))
-        .await
-        .map_err(|_| ProxyError::UpstreamTimeout(shared.request_timeout))?;
+    let mut grace_over = shared.grace_over.clone();
+    let result = tokio::select! {
+        r = tokio::time::timeout(shared.request_timeout, shared.client.request(upstream_req)) => {
+            r.map_err(|_| ProxyError::UpstreamTimeout(shared.request_timeout))?
+        }
+        () = flag_set(&mut grace_over) => return Err(ProxyError::ShuttingDown),
+    };
     let mut resp = match result {
         Ok(resp) => resp,
-        Err(_) if too_large.load(Ordering::Relaxed) => {
-            return Err(ProxyError::BodyTooLarge(shared.max_body));
+        Err(e) => {
+            let cut = overflow.lock().ok().and_then(|mut g| g.take());
+            if let Some(rest) = cut {
+                // The body passed max_body mid-stream: the upstream saw an aborted request;
+                // the client gets 413 while the rest of what it sends is read and dropped.
+                discard(rest);
+                return Err(ProxyError::BodyTooLarge(shared.max_body));
+            }
+            return Err(ProxyError::from_client_error(&e));
         }
-        Err(e) => return Err(ProxyError::from_client_error(&e)),
     };
     let upstream = sent.elapsed();
     log.upstream = Some(upstream);
@@ -175,6 +210,46 @@ async fn forward(
         .observe(upstream.as_secs_f64());
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(Either::Left))
+}
+
+/// Resolves when the flag turns true; never if its sender is gone without setting it.
+async fn flag_set(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Bytes in the request head as it came over HTTP/1 (request line and fields); for HTTP/2 the
+/// same measure of the decoded header list.
+fn head_size(parts: &http::request::Parts) -> usize {
+    let line = parts.method.as_str().len() + parts.uri.to_string().len() + 12;
+    parts
+        .headers
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+/// The most of a refused body hookgate reads (and drops) after answering, so that a client
+/// still sending sees the status instead of a reset (SPEC "Status codes").
+const DISCARD_LIMIT: u64 = 4 * 1024 * 1024;
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops up to [`DISCARD_LIMIT`] of `body` in the background, for at most
+/// [`DISCARD_TIME`]; then the body is dropped and the HTTP layer closes the connection.
+fn discard(body: Incoming) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let drain = async {
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > DISCARD_LIMIT {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_TIME, drain).await;
+    });
 }
 
 fn content_length(h: &HeaderMap) -> Option<u64> {
@@ -265,10 +340,11 @@ fn norm_starts_with(name: &[u8], prefix: &[u8]) -> bool {
 /// `limits.max_body`. The error aborts the upstream request mid-body, so the app sees a
 /// broken request, never a truncated one that looks complete.
 pub struct RequestBody {
-    inner: Incoming,
+    /// Taken out (into `overflow`) when the limit trips, so that the rest can be discarded.
+    inner: Option<Incoming>,
     remaining: u64,
     limit: u64,
-    tripped: Arc<AtomicBool>,
+    overflow: Arc<Mutex<Option<Incoming>>>,
     bytes: Arc<AtomicU64>,
 }
 
@@ -285,7 +361,10 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
                 // Trailer fields could smuggle an identity header past `strip_reserved` to an
                 // app that merges trailers into headers; they get the same cleaning.
@@ -297,7 +376,9 @@ impl Body for RequestBody {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > this.remaining {
-                        this.tripped.store(true, Ordering::Relaxed);
+                        if let Ok(mut slot) = this.overflow.lock() {
+                            *slot = this.inner.take();
+                        }
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
                     }
                     this.remaining -= n;
@@ -312,11 +393,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_some_and(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(SizeHint::default, Body::size_hint)
     }
 }
 

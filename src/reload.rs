@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, HeaderConfig};
+use crate::config::{Cidr, Config, HeaderConfig};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::refusal_log::RefusalLog;
 use crate::tls::Material;
@@ -30,6 +30,7 @@ pub struct Live {
     pub acceptor: TlsAcceptor,
     pub headers: HeaderConfig,
     pub handshake_timeout: Duration,
+    pub source_cidrs: Vec<Cidr>,
 }
 
 impl Live {
@@ -43,6 +44,7 @@ impl Live {
             acceptor: TlsAcceptor::from(server_config),
             headers: config.headers,
             handshake_timeout: config.tls.handshake_timeout,
+            source_cidrs: config.clients.source_cidrs.clone(),
         })
     }
 }
@@ -210,6 +212,9 @@ fn merge_live(running: &Config, new: Config) -> Config {
     let mut needs_restart = Vec::new();
     if new.listen != running.listen {
         needs_restart.push("listen");
+    }
+    if new.proxy_protocol != running.proxy_protocol {
+        needs_restart.push("proxy_protocol");
     }
     if new.upstream != running.upstream {
         needs_restart.push("upstream");
