@@ -8,8 +8,8 @@ Not a CI check: run it by hand after a change that could move the figures.
 
 `unshare --net` gives the run its own loopback, so the fixed ports (8443, 9090, 8080) cannot
 clash with anything. It starts a small POST-answering upstream on 127.0.0.1:8080 and
-`BINARY run` with the ConfigMap's settings (test certificates), then drives it with curl and
-reads the proxy's RSS and CPU time from /proc:
+`BINARY run` with a minimal config (the test certificates, every other key at its default),
+then drives it with curl and reads the proxy's RSS and CPU time from /proc:
 
   idle       after start-up
   handshakes 2000 POSTs of a 1 KiB JSON body, each on a new mTLS connection, 16 at a time
