@@ -12,6 +12,9 @@
     deploycheck.py consistency FILE...
         Fail if a rendering's ports, probe paths, mounts or terminationGracePeriodSeconds
         disagree with the hookgate config its ConfigMap carries.
+    deploycheck.py config-drift BASE FILE...
+        Fail if a rendering's hookgate config differs from the base rendering's in any key
+        but proxy_protocol (components/aws-nlb carries its own copy of the file).
     deploycheck.py self-test FILE
         Break a rendering in each way `consistency` must catch and assert that it does.
     deploycheck.py dockerfile DOCKERFILE
@@ -39,6 +42,9 @@ import yaml
 
 HOOKGATE = "hookgate"
 ADMIN_PATHS = {"livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+PROXY_ANNOTATIONS = ["service.beta.kubernetes.io/aws-load-balancer-proxy-protocol"]
+# Config keys in which an overlay's config may differ from the base's (config-drift).
+DRIFT_ALLOWED = {"proxy_protocol"}
 BUILTIN_GROUPS = {"v1", "apps/v1", "policy/v1", "autoscaling/v2", "networking.k8s.io/v1"}
 
 
@@ -376,6 +382,17 @@ def check_rendering(path, docs):
             container_port(hg, ports[0]["targetPort"], where) != listen:
         fail(f"{path}: the Service must expose exactly 443 -> hookgate's listen port {listen}")
 
+    # PROXY protocol: hookgate expects the header exactly when the load balancer sends it.
+    pp = str(cfg.get("proxy_protocol", "off"))
+    annotations = svc["metadata"].get("annotations", {})
+    sends = [a for a in PROXY_ANNOTATIONS if a in annotations]
+    if pp != "off" and not sends:
+        fail(f"{path}: config proxy_protocol is {pp}, but the Service asks its load balancer "
+             "for no PROXY header: every connection would be refused")
+    if pp == "off" and sends:
+        fail(f"{path}: the Service annotation {sends[0]} makes the load balancer send PROXY "
+             "headers, but config proxy_protocol is off: every handshake would fail")
+
     # NetworkPolicy: listen port from anywhere, admin port from monitoring only.
     np = one(by_kind, "NetworkPolicy", path)
     if np["spec"]["podSelector"]["matchLabels"].items() - pod_labels.items():
@@ -441,7 +458,27 @@ def check_rendering(path, docs):
 
     layout = "native sidecar" if native else "classic sidecar"
     print(f"{path}: consistent ({layout}; listen {listen}, admin {admin}, "
-          f"grace {tgps}s > {app_sleep:g}+{drain:g}+{grace:g}s)")
+          f"proxy_protocol {pp}, grace {tgps}s > {app_sleep:g}+{drain:g}+{grace:g}s)")
+
+
+def rendered_config(path):
+    by_kind = index(load(path))
+    pod = one(by_kind, "Deployment", path)["spec"]["template"]["spec"]
+    hg, _ = hookgate_container(pod, path)
+    return hookgate_config(by_kind, pod, hg, path)[1]
+
+
+def cmd_config_drift(base, *others):
+    """Overlays that replace the config file must keep it the base's, but for DRIFT_ALLOWED."""
+    want = rendered_config(base)
+    for path in others:
+        got = rendered_config(path)
+        keys = {k for k in set(want) | set(got) if want.get(k) != got.get(k)}
+        if keys - DRIFT_ALLOWED:
+            fail(f"{path}: its hookgate config differs from {base} in {sorted(keys)}; only "
+                 f"{sorted(DRIFT_ALLOWED)} may differ (edit both copies)")
+        print(f"{path}: config as in the base" +
+              (f" but for {sorted(keys)}" if keys else ""))
 
 
 def cmd_consistency(*files):
@@ -505,6 +542,11 @@ def cmd_self_test(path):
         "writable root filesystem":
             lambda d: hg(d)["securityContext"].update(readOnlyRootFilesystem=False),
         "no memory limit": lambda d: hg(d)["resources"]["limits"].pop("memory"),
+        "PROXY annotation, proxy_protocol off":
+            lambda d: kind(d, "Service")["metadata"].setdefault("annotations", {}).update(
+                {PROXY_ANNOTATIONS[0]: "*"}),
+        "proxy_protocol v2, no PROXY annotation":
+            lambda d: set_cfg(d, lambda c: c.update(proxy_protocol="v2")),
         "longer app preStop sleep":
             lambda d: next(c for c in dep(d)["spec"]["template"]["spec"]["containers"]
                            if c["name"] != HOOKGATE)["lifecycle"]["preStop"].update(
@@ -665,7 +707,8 @@ def cmd_rootfs(path, root, pki):
 def main():
     cmds = {"split": cmd_split, "custom": cmd_custom, "consistency": cmd_consistency,
             "self-test": cmd_self_test, "rootfs": cmd_rootfs,
-            "dockerfile": cmd_dockerfile, "image-agrees": cmd_image_agrees}
+            "dockerfile": cmd_dockerfile, "image-agrees": cmd_image_agrees,
+            "config-drift": cmd_config_drift}
     if len(sys.argv) < 2 or sys.argv[1] not in cmds:
         raise SystemExit(__doc__)
     cmds[sys.argv[1]](*sys.argv[2:])
