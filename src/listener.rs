@@ -256,6 +256,14 @@ async fn connection(
                 closing = true;
                 close_by = Some(tokio::time::Instant::now() + IDLE_CLOSE);
             }
+            () = activity.abuse.notified() => {
+                tracing::warn!(
+                    %peer,
+                    abandoned = MAX_ABANDONED_REQUESTS,
+                    "client abandoned too many requests (HTTP/2 rapid reset?); closing the connection"
+                );
+                return;
+            }
             () = sleep_until(close_by), if close_by.is_some() => {
                 // An idle connection that did not close when asked (a client that never
                 // finished sending a request head) is dropped.
@@ -297,6 +305,13 @@ async fn idle(activity: &Activity, timeout: Duration) {
     }
 }
 
+/// Requests a client may abandon (an HTTP/2 RST_STREAM, or hanging up) on one connection
+/// while hookgate is still working on them. Past this the connection is closed: opening and
+/// resetting streams costs the client nothing and hookgate (and the app) real work, which is
+/// the HTTP/2 "rapid reset" attack (CVE-2023-44487). h2's own limit only covers streams reset
+/// before they are accepted.
+pub const MAX_ABANDONED_REQUESTS: u32 = 100;
+
 /// Requests in flight on one connection, and since when it has had none.
 #[derive(Debug)]
 pub struct Activity {
@@ -304,6 +319,8 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `epoch` when the last request finished (or the connection began).
     idle_since_ms: AtomicU64,
+    abandoned: std::sync::atomic::AtomicU32,
+    abuse: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -312,6 +329,16 @@ impl Activity {
             epoch: Instant::now(),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            abandoned: std::sync::atomic::AtomicU32::new(0),
+            abuse: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Counts a request the client gave up on before its response; wakes the connection task
+    /// once there have been too many.
+    pub fn abandoned(&self) {
+        if self.abandoned.fetch_add(1, Ordering::AcqRel) + 1 == MAX_ABANDONED_REQUESTS {
+            self.abuse.notify_one();
         }
     }
 

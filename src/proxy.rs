@@ -71,6 +71,8 @@ pub async fn handle(
         in_flight: ctx.activity.begin(),
     };
     let http1 = req.version() < Version::HTTP_2;
+    // Dropped with the future if the client abandons the request (RST_STREAM, hang-up).
+    let abandon = Abandoned(Some(&ctx.activity));
     let resp = match forward(req, &ctx, &mut log).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -94,9 +96,27 @@ pub async fn handle(
             resp
         }
     };
+    abandon.disarm();
     log.status = resp.status();
     metrics.request(resp.status());
     Ok(resp.map(|body| LoggedBody::new(body, log)))
+}
+
+/// Counts the request as abandoned unless disarmed (see [`Activity::abandoned`]).
+struct Abandoned<'a>(Option<&'a Activity>);
+
+impl Abandoned<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.0 {
+            a.abandoned();
+        }
+    }
 }
 
 async fn forward(

@@ -506,3 +506,126 @@ fn sighup_rotates_the_client_ca_in_the_running_process() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn sigterm_drains_an_in_flight_request_then_exits_0() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = EchoUpstream::with_delay(Duration::from_secs(2));
+    let upstream_addr = rt.block_on(upstream.clone().spawn()).unwrap();
+    let pki = Pki::new();
+    let setup = Setup::new(&pki, format!("http://{upstream_addr}"));
+    let dir = TempDir::new("drain");
+    let path = write_config(&dir, &pki, &setup);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin}"), 1)
+        .replace(
+            "shutdown: {drain_delay: 0s, grace_period: 2s}",
+            "shutdown: {drain_delay: 1s, grace_period: 5s}",
+        );
+    assert!(yaml.contains("drain_delay: 1s"), "{yaml}");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let readyz = |rt: &tokio::runtime::Runtime| {
+        rt.block_on(hookgate::client::get_plain(admin, "/readyz"))
+            .map(|(s, _)| s.as_u16())
+            .ok()
+    };
+    assert_eq!(readyz(&rt), Some(200));
+
+    let mut spec = LeafSpec::client("wise-client");
+    spec.org = Some("Wise Test".into());
+    let cfg = pki.client_config(&pki.client(&spec), true, &[]);
+    let in_flight = rt.spawn(hookgate::client::request_once(
+        addr,
+        "localhost",
+        cfg,
+        get("/slow"),
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(readyz(&rt), Some(503), "/readyz turns 503 at once");
+
+    let resp = rt.block_on(in_flight).unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the in-flight request completed");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(Instant::now() < deadline, "hookgate did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(0));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "nothing listens after the drain"
+    );
+    assert_eq!(upstream.seen().len(), 1);
+}
+
+#[test]
+fn a_second_signal_exits_at_once() {
+    let pki = Pki::new();
+    let setup = Setup::new(&pki, "http://127.0.0.1:9".into());
+    let dir = TempDir::new("second-signal");
+    let path = write_config(&dir, &pki, &setup);
+    let port = free_port();
+    let yaml = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
+        .replace(
+            "shutdown: {drain_delay: 0s, grace_period: 2s}",
+            "shutdown: {drain_delay: 30s, grace_period: 30s}",
+        );
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    let pid = child.id().to_string();
+    for sig in ["-TERM", "-INT"] {
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second signal did not end the 30 s drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(1));
+}
