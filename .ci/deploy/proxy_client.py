@@ -54,7 +54,7 @@ def metric(name):
 reply = request(header())
 if not reply.startswith("HTTP/1.1 200"):
     fail(f"a request behind a PROXY v2 header got: {reply[:200]}")
-if f"X-Forwarded-For: {CLIENT}" not in reply:
+if f"x-forwarded-for: {CLIENT}" not in reply.lower():
     fail(f"the app did not get X-Forwarded-For: {CLIENT} from the PROXY header: {reply}")
 print(f"ok: PROXY v2 + mTLS gets through; the app sees X-Forwarded-For: {CLIENT}")
 
