@@ -14,11 +14,15 @@ log=$(mktemp)
 ip link set lo up
 python3 "$here/echo_upstream.py" 127.0.0.1 "$up_port" &
 up_pid=$!
+for _ in $(seq 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$up_port/" && break
+  sleep 0.1
+done
 env -i PATH="$DF_PATH" "$(command -v chroot)" --userspec="$DF_USER" "$root" "$@" 2>"$log" &
 hg_pid=$!
 trap 'kill "$up_pid" 2>/dev/null || true; kill -KILL "$hg_pid" 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$admin/readyz" && break
+  [[ $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz") == 200 ]] && break
   sleep 0.1
 done
 python3 "$here/proxy_client.py" "$pki" "$listen" "$admin" || {
