@@ -167,16 +167,7 @@ fn run_refuses_bad_config_before_binding_any_port() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port();
     let (_d, _p, path) = config_dir(|s| s.extra_yaml = "bogus_key: 1\n".into());
-    // The first `127.0.0.1:0` is `listen`; the admin listener keeps port 0. Access lines are
-    // wanted as JSON.
-    let yaml = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
-        .replace(
-            "log: {format: text, level: warn}",
-            "log: {format: json, level: info}",
-        );
-    std::fs::write(&path, yaml).unwrap();
+    set_port(&path, port, &[]);
     let out = hookgate(&["run", "--config", path.to_str().unwrap()]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(64), "{t}");
@@ -262,6 +253,58 @@ fn wait_for_port(port: u16) {
     }
 }
 
+/// Sends `sig` (`-TERM`, `-HUP`, ...) to the child.
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// Waits up to `within` for the child to exit; its exit code.
+fn exit_code(child: &mut std::process::Child, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hookgate did not exit within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Rewrites the config at `path`: `listen` on `port` (the first `127.0.0.1:0`), then `edits`.
+fn set_port(path: &std::path::Path, port: u16, edits: &[(&str, &str)]) {
+    let mut yaml = std::fs::read_to_string(path).unwrap().replacen(
+        "127.0.0.1:0",
+        &format!("127.0.0.1:{port}"),
+        1,
+    );
+    for (from, to) in edits {
+        assert!(yaml.contains(from), "{from} not in {yaml}");
+        yaml = yaml.replacen(from, to, 1);
+    }
+    std::fs::write(path, yaml).unwrap();
+}
+
+/// `hookgate run --config path`, its stderr piped or dropped; returns once `port` accepts.
+fn run_binary(path: &std::path::Path, port: u16, stderr: Stdio) -> std::process::Child {
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    wait_for_port(port);
+    child
+}
+
 #[test]
 fn curl_through_the_running_binary_then_sigterm() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -272,16 +315,15 @@ fn curl_through_the_running_binary_then_sigterm() {
     let dir = TempDir::new("curl");
     let path = write_config(&dir, &pki, &setup);
     let port = free_port();
-    // The first `127.0.0.1:0` is `listen`; the admin listener keeps port 0. Access lines are
-    // wanted as JSON.
-    let yaml = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
-        .replace(
+    // Access lines are wanted as JSON.
+    set_port(
+        &path,
+        port,
+        &[(
             "log: {format: text, level: warn}",
             "log: {format: json, level: info}",
-        );
-    std::fs::write(&path, yaml).unwrap();
+        )],
+    );
 
     let mut spec = LeafSpec::client("curl-client");
     spec.org = Some("Wise Test".into());
@@ -293,6 +335,7 @@ fn curl_through_the_running_binary_then_sigterm() {
     let key = dir.write("client.key", &leaf.key_pem);
     let server_ca = dir.write("server-ca.pem", &pki.server_ca.pem());
 
+    // Through HOOKGATE_CONFIG, as the container image runs it.
     let mut child = Command::new(BIN)
         .args(["run"])
         .env("HOOKGATE_CONFIG", &path)
@@ -359,23 +402,8 @@ fn curl_through_the_running_binary_then_sigterm() {
     );
 
     // SIGTERM: drain (0s here), stop, exit 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "hookgate did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(code, Some(0));
+    signal(&child, "-TERM");
+    assert_eq!(exit_code(&mut child, Duration::from_secs(10)), Some(0));
 
     // The access line: one JSON object per line, with every field an operator greps for.
     let mut stderr = String::new();
@@ -442,20 +470,8 @@ fn sighup_rotates_the_client_ca_in_the_running_process() {
     let dir = TempDir::new("sighup");
     let path = write_config(&dir, &pki, &setup);
     let port = free_port();
-    let yaml = std::fs::read_to_string(&path).unwrap().replacen(
-        "127.0.0.1:0",
-        &format!("127.0.0.1:{port}"),
-        1,
-    );
-    std::fs::write(&path, yaml).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
+    set_port(&path, port, &[]);
+    let mut child = run_binary(&path, port, Stdio::null());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let status = |cfg| {
         rt.block_on(hookgate::client::request_once(
@@ -480,13 +496,7 @@ fn sighup_rotates_the_client_ca_in_the_running_process() {
 
     dir.write("ca0.pem", &new_ca.pem());
     let sent = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-HUP");
     while status(new_cfg.clone()) != Ok(200) {
         assert!(
             sent.elapsed() < Duration::from_secs(1),
@@ -517,24 +527,18 @@ fn sigterm_drains_an_in_flight_request_then_exits_0() {
     let dir = TempDir::new("drain");
     let path = write_config(&dir, &pki, &setup);
     let (port, admin) = (free_port(), free_port());
-    let yaml = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
-        .replacen("127.0.0.1:0", &format!("127.0.0.1:{admin}"), 1)
-        .replace(
-            "shutdown: {drain_delay: 0s, grace_period: 2s}",
-            "shutdown: {drain_delay: 1s, grace_period: 5s}",
-        );
-    assert!(yaml.contains("drain_delay: 1s"), "{yaml}");
-    std::fs::write(&path, yaml).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
+    set_port(
+        &path,
+        port,
+        &[
+            ("127.0.0.1:0", &format!("127.0.0.1:{admin}")),
+            (
+                "shutdown: {drain_delay: 0s, grace_period: 2s}",
+                "shutdown: {drain_delay: 1s, grace_period: 5s}",
+            ),
+        ],
+    );
+    let mut child = run_binary(&path, port, Stdio::null());
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     let readyz = |rt: &tokio::runtime::Runtime| {
@@ -554,27 +558,13 @@ fn sigterm_drains_an_in_flight_request_then_exits_0() {
         get("/slow"),
     ));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal(&child, "-TERM");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(readyz(&rt), Some(503), "/readyz turns 503 at once");
 
     let resp = rt.block_on(in_flight).unwrap().unwrap();
     assert_eq!(resp.status(), 200, "the in-flight request completed");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(Instant::now() < deadline, "hookgate did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(exit_code(&mut child, Duration::from_secs(10)), Some(0));
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "nothing listens after the drain"
@@ -589,43 +579,19 @@ fn a_second_signal_exits_at_once() {
     let dir = TempDir::new("second-signal");
     let path = write_config(&dir, &pki, &setup);
     let port = free_port();
-    let yaml = std::fs::read_to_string(&path)
-        .unwrap()
-        .replacen("127.0.0.1:0", &format!("127.0.0.1:{port}"), 1)
-        .replace(
+    set_port(
+        &path,
+        port,
+        &[(
             "shutdown: {drain_delay: 0s, grace_period: 2s}",
             "shutdown: {drain_delay: 30s, grace_period: 30s}",
-        );
-    std::fs::write(&path, yaml).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port);
-    let pid = child.id().to_string();
+        )],
+    );
+    let mut child = run_binary(&path, port, Stdio::null());
     for sig in ["-TERM", "-INT"] {
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&child, sig);
         std::thread::sleep(Duration::from_millis(200));
     }
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second signal did not end the 30 s drain"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(code, Some(1));
+    // Well inside the 30 s drain: only the second signal can end it this soon.
+    assert_eq!(exit_code(&mut child, Duration::from_secs(3)), Some(1));
 }

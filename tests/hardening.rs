@@ -90,13 +90,7 @@ async fn a_slow_header_sender_is_closed_after_header_read_timeout() {
     })
     .await;
     let leaf = env.client_leaf();
-    let mut tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
+    let mut tls = env.tls(&leaf, b"http/1.1").await;
     let started = Instant::now();
     // One header byte every 300 ms: never a complete head.
     let mut closed_at = None;
@@ -129,13 +123,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
     })
     .await;
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
+    let tls = env.tls(&leaf, b"http/1.1").await;
     let (mut send, conn) =
         hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tls))
             .await
@@ -163,13 +151,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 /// text (whatever arrived before the connection closed or 5 s passed).
 async fn raw_exchange(env: &Env, head: &str, body: &[u8]) -> String {
     let leaf = env.client_leaf();
-    let mut tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
+    let mut tls = env.tls(&leaf, b"http/1.1").await;
     tls.write_all(head.as_bytes()).await.unwrap();
     // Keep sending even after the answer: a client does not stop to read mid-upload. Errors
     // (a closed connection) end the upload.
@@ -304,13 +286,7 @@ async fn a_client_vanishing_mid_body_aborts_the_upstream_request() {
     let (upstream, mut bodies) = body_recording_upstream().await;
     let env = Env::start_with(|_, s| s.upstream_url = format!("http://{upstream}")).await;
     let leaf = env.client_leaf();
-    let mut tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
+    let mut tls = env.tls(&leaf, b"http/1.1").await;
     tls.write_all(b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n")
         .await
         .unwrap();
@@ -345,18 +321,7 @@ async fn an_upstream_dying_mid_response_cuts_the_client_off() {
     });
     let env = Env::start_with(|_, s| s.upstream_url = format!("http://{upstream}")).await;
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = env.h1_connection::<Full<Bytes>>(&leaf).await;
     let resp = send.send_request(get("/")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "the headers had arrived");
     let body = resp.into_body().collect().await;
@@ -391,18 +356,7 @@ async fn a_100_mib_response_streams_with_flat_memory() {
     });
     let env = Env::start_with(|_, s| s.upstream_url = format!("http://{upstream}")).await;
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-    )
-    .await
-    .unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = env.h1_connection::<Full<Bytes>>(&leaf).await;
     let before = rss_bytes();
     let mut peak = before;
     let mut body = send.send_request(get("/big")).await.unwrap().into_body();
@@ -561,13 +515,7 @@ async fn connections_past_max_connections_are_shed_and_counted() {
     let leaf = env.client_leaf();
     let mut held = Vec::new();
     for _ in 0..2 {
-        let tls = hookgate::client::connect(
-            env.addr,
-            "localhost",
-            env.pki.client_config(&leaf, true, &[b"http/1.1"]),
-        )
-        .await
-        .unwrap();
+        let tls = env.tls(&leaf, b"http/1.1").await;
         held.push(tls);
     }
     let mut extra = TcpStream::connect(env.addr).await.unwrap();
@@ -626,13 +574,7 @@ async fn after_the_grace_period_a_waiting_request_gets_503_shutting_down() {
 async fn an_http2_rapid_reset_flood_closes_the_connection() {
     let env = Env::start().await;
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"h2"]),
-    )
-    .await
-    .unwrap();
+    let tls = env.tls(&leaf, b"h2").await;
     let (mut client, conn) = h2::client::handshake(tls).await.unwrap();
     let conn = tokio::spawn(conn);
     let mut sent = 0;
@@ -674,13 +616,7 @@ async fn streams_abandoned_after_they_were_accepted_also_close_the_connection() 
     let slow_addr = slow.clone().spawn().await.unwrap();
     let env = Env::start_with(|_, s| s.upstream_url = format!("http://{slow_addr}")).await;
     let leaf = env.client_leaf();
-    let tls = hookgate::client::connect(
-        env.addr,
-        "localhost",
-        env.pki.client_config(&leaf, true, &[b"h2"]),
-    )
-    .await
-    .unwrap();
+    let tls = env.tls(&leaf, b"h2").await;
     let (mut client, conn) = h2::client::handshake(tls).await.unwrap();
     let conn = tokio::spawn(conn);
     let limit = hookgate::listener::MAX_ABANDONED_REQUESTS as usize;

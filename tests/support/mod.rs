@@ -227,6 +227,18 @@ impl Env {
         self.pki.client(&spec)
     }
 
+    /// A TLS connection presenting `leaf` (with the intermediate), offering one ALPN protocol.
+    pub async fn tls(
+        &self,
+        leaf: &Leaf,
+        alpn: &[u8],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let cfg = self.pki.client_config(leaf, true, &[alpn]);
+        hookgate::client::connect(self.addr, "localhost", cfg)
+            .await
+            .unwrap()
+    }
+
     /// A keep-alive HTTP/1.1 connection presenting `leaf` (with the intermediate).
     pub async fn h1_connection<B>(&self, leaf: &Leaf) -> hyper::client::conn::http1::SendRequest<B>
     where
