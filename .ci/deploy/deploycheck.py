@@ -19,7 +19,8 @@
         Break a rendering in each way `consistency` must catch and assert that it does.
     deploycheck.py dockerfile DOCKERFILE
         Print, as shell assignments, what the proof needs from the Dockerfile: the build
-        stage's RUSTFLAGS and `cargo build` arguments, and the final stage's binary path,
+        stage's RUSTFLAGS, `cargo build` arguments and COPY lines (each source checked
+        against .dockerignore), and the final stage's binary path,
         USER, ENV PATH and HOOKGATE_CONFIG, ENTRYPOINT and EXPOSE. Fails if any is missing.
     deploycheck.py image-agrees FILE EXPOSE HOOKGATE_CONFIG
         Fail unless the Dockerfile's EXPOSE lists the config's listen and admin ports and its
@@ -567,6 +568,21 @@ def cmd_self_test(path):
 
 # ---------------------------------------------------------------- the image, for the proof
 
+def ignored(rel, patterns):
+    """Docker's .dockerignore rule: the last matching pattern wins, `!` re-includes."""
+    import fnmatch
+    parts = rel.split("/")
+    verdict = False
+    for pat in patterns:
+        neg = pat.startswith("!")
+        pat = pat[1:] if neg else pat
+        pat = pat.strip("/")
+        # A pattern matches the path or one of its parent directories.
+        if any(fnmatch.fnmatchcase("/".join(parts[:i]), pat) for i in range(1, len(parts) + 1)):
+            verdict = not neg
+    return verdict
+
+
 def cmd_dockerfile(path):
     import json
     import shlex
@@ -618,6 +634,29 @@ def cmd_dockerfile(path):
             break
         cargo.append(w)
     out["DF_CARGO_ARGS"] = " ".join(shlex.quote(w) for w in cargo)
+    # What the build stage copies into its WORKDIR, as "source:destination" pairs, after
+    # checking that .dockerignore lets each source into the build context.
+    workdir = next((rest for instr, rest in build["lines"] if instr == "WORKDIR"), "/")
+    ignore = pathlib.Path(path).with_name(".dockerignore")
+    patterns = [ln.strip() for ln in ignore.read_text().splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")] if ignore.exists() else []
+    pairs = []
+    for instr, rest in build["lines"]:
+        if instr != "COPY" or "--from=" in rest:
+            continue
+        words = [w for w in shlex.split(rest) if not w.startswith("--")]
+        *srcs, dest = words
+        for src in srcs:
+            if ignored(src.rstrip("/"), patterns):
+                fail(f"{path}: COPY {src}, but .dockerignore keeps it out of the build context")
+            d = dest if dest.startswith("/") else f"{workdir.rstrip('/')}/{dest}"
+            if d.endswith("/") or d.endswith("/.") or len(srcs) > 1:
+                d = f"{d.rstrip('/.').rstrip('/')}/{pathlib.PurePosixPath(src).name}"
+            rel = pathlib.PurePosixPath(d).relative_to(workdir)
+            pairs.append(f"{src}:{rel}")
+    if not pairs:
+        fail(f"{path}: the build stage copies nothing from the build context")
+    out["DF_BUILD_COPY"] = " ".join(pairs)
     target = cargo[cargo.index("--target") + 1] if "--target" in cargo else None
     if target is None or "--release" not in cargo:
         fail(f"{path}: the build must be --release with an explicit --target")
