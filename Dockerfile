@@ -12,6 +12,7 @@ FROM rust:1.95.0-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY certs/wise ./certs/wise
 ENV RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR=/src/target
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \

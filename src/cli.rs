@@ -1,4 +1,4 @@
-//! Command line: `run`, `check` and `demo` (SPEC "Commands"). Exit codes: 0 ok, 64 bad config
+//! Command line: `run`, `check`, `send-test` and `demo` (SPEC "Commands"). Exit codes: 0 ok, 64 bad config
 //! or arguments (before any port is bound), 1 runtime failure.
 
 use std::path::PathBuf;
@@ -34,6 +34,29 @@ enum Command {
         #[arg(long, env = "HOOKGATE_CONFIG", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Act as the webhook sender: POST a Wise-shaped test notification with a client
+    /// certificate (and a signature when given a key); print the status and timing.
+    SendTest {
+        /// Where to send it, e.g. https://webhooks.example.com/wise
+        #[arg(long)]
+        url: String,
+        /// Client certificate chain (PEM), as Wise presents it.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// CA that issued the server's certificate (default: the system's trusted roots).
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
+        /// Event type: transfers#state-change, transfers#active-cases, balances#credit,
+        /// balances#update.
+        #[arg(long, default_value = "transfers#state-change")]
+        event: String,
+        /// RSA private key (PEM) to sign the body with, as X-Signature-SHA256.
+        #[arg(long, value_name = "FILE")]
+        sign_key: Option<PathBuf>,
+    },
     /// Run a throwaway PKI, an echo upstream and the proxy on 127.0.0.1.
     Demo {
         /// Send test requests through, check what the upstream received, exit 0 or 1.
@@ -63,6 +86,27 @@ pub fn main() -> i32 {
                 0
             }
             None => EXIT_CONFIG,
+        },
+        Command::SendTest {
+            url,
+            cert,
+            key,
+            ca,
+            event,
+            sign_key,
+        } => match runtime() {
+            Ok(rt) => rt.block_on(crate::send_test::run(crate::send_test::Options {
+                url,
+                cert,
+                key,
+                ca,
+                event,
+                sign_key,
+            })),
+            Err(e) => {
+                eprintln!("error: cannot start the runtime: {e}");
+                EXIT_RUNTIME
+            }
         },
         Command::Demo { self_test } => match runtime() {
             Ok(rt) => rt.block_on(crate::demo::run(self_test)),
@@ -165,6 +209,11 @@ fn print_check(p: &Prepared) {
         }
     }
     println!("max chain depth: {} intermediate(s)", c.tls.max_chain_depth);
+    let sig = &p.signature;
+    println!("signature: {:?} (header {})", sig.mode, sig.header);
+    for k in &sig.keys {
+        println!("  key {}  spki sha256 {}", k.name, k.spki_sha256);
+    }
     match &c.clients.allow {
         None => {
             println!("allow-list: none (any client with a valid chain to the CAs above is let in)");

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use http::HeaderName;
 use serde_yaml::Value;
 
 /// A fully validated configuration. Building one binds nothing and reads only the YAML file;
@@ -27,6 +28,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub clients: ClientsConfig,
     pub headers: HeaderConfig,
+    pub signature: SignatureConfig,
     pub limits: Limits,
     pub admin: AdminConfig,
     pub shutdown: ShutdownConfig,
@@ -204,6 +206,33 @@ pub struct AllowEntry {
     pub issuer_cn: Option<String>,
     pub spki_sha256: Option<[u8; 32]>,
     pub cert_sha256: Option<[u8; 32]>,
+}
+
+/// `signature`: checking the sender's payload signature (Wise's `X-Signature-SHA256`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureConfig {
+    pub mode: SignatureMode,
+    pub keys: Vec<SignatureKeySource>,
+    pub header: HeaderName,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureMode {
+    Off,
+    /// Forward everything, with `X-Signature-Verified: valid|invalid|missing`.
+    Report,
+    /// Refuse a missing or invalid signature with 403; forward only valid ones.
+    Enforce,
+}
+
+/// Where a signature public key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureKeySource {
+    /// Built into the binary from `certs/wise/`.
+    WiseProduction,
+    WiseSandbox,
+    /// A PEM public key file (reloaded like the other files).
+    File(PathBuf),
 }
 
 /// `reload`: how changes to the config and the files it names are noticed.
@@ -597,16 +626,6 @@ impl Walker {
         }
     }
 
-    /// A key whose feature has not landed: accepted only when it says what the default says.
-    fn not_yet(&mut self, key: String, is_default: bool) {
-        if !is_default {
-            self.err(
-                key,
-                "not supported yet: this build accepts only the default value here",
-            );
-        }
-    }
-
     fn config(&mut self, root: &Value) -> Option<Config> {
         let mut top = self.section(Some(root), "");
         if matches!(root, Value::Null) {
@@ -647,7 +666,7 @@ impl Walker {
         let headers_v = top.take("headers");
         let headers = self.headers(headers_v);
         let signature_v = top.take("signature");
-        self.signature(signature_v);
+        let signature = self.signature(signature_v);
         let limits_v = top.take("limits");
         let limits = self.limits(limits_v);
 
@@ -712,6 +731,7 @@ impl Walker {
             tls: tls?,
             clients,
             headers,
+            signature,
             limits,
             admin,
             shutdown,
@@ -1003,28 +1023,46 @@ impl Walker {
         h
     }
 
-    fn signature(&mut self, v: Option<&Value>) {
+    fn signature(&mut self, v: Option<&Value>) -> SignatureConfig {
         let mut s = self.section(v, "signature");
-        if let Some(mode) = self.string(&mut s, "mode") {
-            match mode.as_str() {
-                "off" => {}
-                "report" | "enforce" => self.not_yet(s.key("mode"), false),
-                _ => self.err(
+        let mode = match self.string(&mut s, "mode").as_deref() {
+            None | Some("off") => SignatureMode::Off,
+            Some("report") => SignatureMode::Report,
+            Some("enforce") => SignatureMode::Enforce,
+            Some(other) => {
+                self.err(
                     s.key("mode"),
-                    format!("expected off, report or enforce, found {mode:?}"),
-                ),
+                    format!("expected off, report or enforce, found {other:?}"),
+                );
+                SignatureMode::Off
             }
-        }
-        if let Some(keys) = self.string_list(&mut s, "keys") {
-            self.not_yet(s.key("keys"), keys == ["wise-production"]);
-        }
-        if let Some(h) = self.string(&mut s, "header") {
-            self.not_yet(
-                s.key("header"),
-                h.eq_ignore_ascii_case("X-Signature-SHA256"),
+        };
+        let keys_key = s.key("keys");
+        let keys: Vec<SignatureKeySource> = self
+            .string_list(&mut s, "keys")
+            .unwrap_or_else(|| vec!["wise-production".to_string()])
+            .iter()
+            .map(|k| match k.as_str() {
+                "wise-production" => SignatureKeySource::WiseProduction,
+                "wise-sandbox" => SignatureKeySource::WiseSandbox,
+                path => SignatureKeySource::File(self.path(path)),
+            })
+            .collect();
+        if keys.is_empty() {
+            self.err(
+                keys_key,
+                "needs at least one key: wise-production, wise-sandbox or a PEM public key file",
             );
         }
+        let header = match self.string(&mut s, "header") {
+            None => HeaderName::from_static("x-signature-sha256"),
+            Some(h) => HeaderName::from_bytes(h.as_bytes()).unwrap_or_else(|_| {
+                self.err(s.key("header"), format!("{h:?} is not a valid header name"));
+                HeaderName::from_static("x-signature-sha256")
+            }),
+        };
         self.finish(&s, &["mode", "keys", "header"]);
+        SignatureConfig { mode, keys, header }
     }
 
     fn limits(&mut self, v: Option<&Value>) -> Limits {
@@ -1305,11 +1343,36 @@ mod tests {
     }
 
     #[test]
-    fn later_features_are_refused_unless_at_default() {
-        let with = |extra: &str| errors(&format!("{MINIMAL}{extra}"));
-        assert!(with("clients: {source_cidrs: []}\nsignature: {mode: off}\n").is_empty());
-        let e = with("signature: {mode: enforce}\n").join("\n");
-        assert!(e.contains("signature.mode: not supported yet"), "{e}");
+    fn signature_settings_parse() {
+        let c = config(MINIMAL);
+        assert_eq!(c.signature.mode, SignatureMode::Off);
+        assert_eq!(c.signature.keys, vec![SignatureKeySource::WiseProduction]);
+        assert_eq!(c.signature.header, "x-signature-sha256");
+        let c = config(&format!(
+            "{MINIMAL}signature: {{mode: enforce, keys: [wise-sandbox, keys/extra.pem], header: X-Sig}}\n"
+        ));
+        assert_eq!(c.signature.mode, SignatureMode::Enforce);
+        assert_eq!(
+            c.signature.keys,
+            vec![
+                SignatureKeySource::WiseSandbox,
+                SignatureKeySource::File("/etc/hookgate/keys/extra.pem".into())
+            ]
+        );
+        assert_eq!(c.signature.header, "x-sig");
+        let e = errors(&format!(
+            "{MINIMAL}signature: {{mode: strict, keys: [], header: \"bad header\"}}\n"
+        ))
+        .join("\n");
+        assert!(
+            e.contains("signature.mode: expected off, report or enforce"),
+            "{e}"
+        );
+        assert!(e.contains("signature.keys: needs at least one key"), "{e}");
+        assert!(
+            e.contains("signature.header: \"bad header\" is not a valid header name"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -148,9 +148,15 @@ pub struct DemoFiles {
     pub client_key: PathBuf,
     pub client_ca: PathBuf,
     pub server_ca: PathBuf,
+    pub signing_key: PathBuf,
 }
 
-fn write_files(pki: &DemoPki, dir: &Path, upstream: SocketAddr) -> std::io::Result<DemoFiles> {
+fn write_files(
+    pki: &DemoPki,
+    dir: &Path,
+    upstream: SocketAddr,
+    log_level: &str,
+) -> std::io::Result<DemoFiles> {
     std::fs::create_dir_all(dir)?;
     let w = |name: &str, text: &str| -> std::io::Result<PathBuf> {
         let p = dir.join(name);
@@ -167,6 +173,8 @@ fn write_files(pki: &DemoPki, dir: &Path, upstream: SocketAddr) -> std::io::Resu
     let server_ca = w("server-ca.pem", &pki.server_ca.pem())?;
     w("server.crt", &pki.server.pem)?;
     w("server.key", &pki.server.key_pem)?;
+    let signing_key = w("signing.key", &pki.signing_key_pem)?;
+    w("signing.pub.pem", &pki.signing_public_pem)?;
     let config = w(
         "config.yaml",
         &format!(
@@ -175,9 +183,10 @@ fn write_files(pki: &DemoPki, dir: &Path, upstream: SocketAddr) -> std::io::Resu
              upstream:\n  url: \"http://{upstream}\"\n  request_timeout: 5s\n\
              tls:\n  cert: server.crt\n  key: server.key\n  client_ca: [client-ca.pem]\n\
              headers:\n  xfcc: true\n\
+             signature:\n  mode: enforce\n  keys: [signing.pub.pem]   # the demo's stand-in for wise-production\n\
              admin:\n  listen: \"127.0.0.1:0\"\n\
              shutdown:\n  drain_delay: 0s\n  grace_period: 5s\n\
-             log:\n  format: text\n  level: info\n"
+             log:\n  format: text\n  level: {log_level}\n"
         ),
     )?;
     Ok(DemoFiles {
@@ -187,8 +196,12 @@ fn write_files(pki: &DemoPki, dir: &Path, upstream: SocketAddr) -> std::io::Resu
         client_key,
         client_ca,
         server_ca,
+        signing_key,
     })
 }
+
+/// The body of the demo's `curl` line.
+const CURL_BODY: &str = r#"{"event_type":"transfers#state-change","schema_version":"2.0.0"}"#;
 
 /// Runs the demo; returns the process exit code.
 pub async fn run(self_test: bool) -> i32 {
@@ -206,7 +219,9 @@ async fn run_inner(self_test: bool) -> Result<i32, Box<dyn std::error::Error>> {
     let upstream = EchoUpstream::default();
     let upstream_addr = upstream.clone().spawn().await?;
     let dir = std::env::temp_dir().join(format!("hookgate-demo-{}", std::process::id()));
-    let files = write_files(&pki, &dir, upstream_addr)?;
+    // The self-test prints its own report; the interactive demo shows the access log.
+    let log_level = if self_test { "warn" } else { "info" };
+    let files = write_files(&pki, &dir, upstream_addr, log_level)?;
     let prepared = crate::prepare(&files.config).map_err(|e| e.to_string())?;
     crate::logging::init(prepared.config.log);
     let server = crate::start(prepared).await?;
@@ -220,17 +235,31 @@ async fn run_inner(self_test: bool) -> Result<i32, Box<dyn std::error::Error>> {
     println!("  files:           {}", files.dir.display());
     println!("  config:          {}", files.config.display());
     println!();
+    let signature = crate::signature::sign(pki.signing_key_pem.as_bytes(), CURL_BODY.as_bytes())?;
     println!("Send a webhook as the (demo) sender would, from another terminal:");
     println!();
     println!(
+        "  hookgate send-test --url https://{addr}/webhook --ca {} --cert {} --key {} --sign-key {}",
+        files.server_ca.display(),
+        files.client_cert.display(),
+        files.client_key.display(),
+        files.signing_key.display(),
+    );
+    println!();
+    println!("or with curl (the body is signed with the demo's key; change a byte and it is 403):");
+    println!();
+    println!(
         "  curl --cacert {} --cert {} --key {} -H 'Content-Type: application/json' \
-         -d '{{\"event_type\":\"transfers#state-change\"}}' https://{addr}/webhook",
+         -H 'X-Signature-SHA256: {signature}' --data-binary '{CURL_BODY}' https://{addr}/webhook",
         files.server_ca.display(),
         files.client_cert.display(),
         files.client_key.display(),
     );
     println!();
-    println!("Without --cert/--key the TLS handshake is refused and nothing reaches the app.");
+    println!(
+        "Without --cert/--key the TLS handshake is refused; without a valid signature the answer \
+         is 403 (signature.mode: enforce). Either way nothing reaches the app."
+    );
 
     let code = if self_test {
         println!();
@@ -269,31 +298,40 @@ async fn self_test_checks(
     };
     let mut roots = RootCertStore::empty();
     let _ = roots.add(pki.server_ca.der());
-    let body = r#"{"data":{"resource":{"id":0,"type":"transfer"},"current_state":"processing"},"event_type":"transfers#state-change","schema_version":"2.0.0"}"#;
-    let req = || {
+    let body = crate::send_test::event_body("transfers#state-change", "2026-12-04T00:00:00Z");
+    let signature =
+        crate::signature::sign(pki.signing_key_pem.as_bytes(), body.as_bytes()).unwrap_or_default();
+    // Signed as Wise signs; `body` is what is sent (the signature may be for other bytes).
+    let signed_req = |sent: &str, signature: &str| {
         Request::post("/webhook")
             .header("host", "localhost")
             .header("content-type", "application/json")
+            .header("x-signature-sha256", signature)
             .header("x-client-cert-subject", "CN=spoofed")
             .header("x_client_cert_subject", "CN=spoofed")
             .header("x-forwarded-for", "203.0.113.66")
-            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .body(Full::new(Bytes::from(sent.to_string())))
     };
+    let req = || signed_req(&body, &signature);
 
-    // 1. The sender with its certificate (leaf + intermediate) gets through.
+    // 1. The sender with its certificate (leaf + intermediate) and a valid signature gets
+    //    through.
     let chain: Vec<CertificateDer<'static>> = vec![pki.client.der.clone(), pki.intermediate.der()];
     let with_cert = crate::client::config(
         roots.clone(),
         Some((chain, pki.client.key_der())),
         &[b"http/1.1"],
     );
-    let resp = send(addr, with_cert, req()).await;
+    let resp = send(addr, with_cert.clone(), req()).await;
     match &resp {
         Ok(r) => check(
             r.status() == StatusCode::OK,
-            &format!("signed-in sender: POST /webhook -> {}", r.status()),
+            &format!(
+                "signed delivery with a client certificate: POST /webhook -> {}",
+                r.status()
+            ),
         ),
-        Err(e) => check(false, &format!("signed-in sender: request failed: {e}")),
+        Err(e) => check(false, &format!("signed delivery: request failed: {e}")),
     }
     let seen = upstream.seen();
     check(
@@ -337,7 +375,23 @@ async fn self_test_checks(
         );
     }
 
-    // 2. A client without a certificate is refused in the handshake; nothing is forwarded.
+    // 2. A tampered body (the amount changed after signing) is refused with 403.
+    let tampered = body.replace("\"processing\"", "\"outgoing_payment_sent\"");
+    let resp = send(addr, with_cert.clone(), signed_req(&tampered, &signature)).await;
+    match &resp {
+        Ok(r) => check(
+            r.status() == StatusCode::FORBIDDEN
+                && String::from_utf8_lossy(r.body()).contains("signature_invalid"),
+            &format!(
+                "tampered delivery: -> {} {}",
+                r.status(),
+                String::from_utf8_lossy(r.body()).trim()
+            ),
+        ),
+        Err(e) => check(false, &format!("tampered delivery: request failed: {e}")),
+    }
+
+    // 3. A client without a certificate is refused in the handshake; nothing is forwarded.
     let without = crate::client::config(roots, None, &[b"http/1.1"]);
     let resp = send(addr, without, req()).await;
     match resp {
@@ -353,17 +407,20 @@ async fn self_test_checks(
         &format!("upstream still received {n} request(s) in all"),
     );
 
-    // 3. The metrics tell the same story.
+    // 4. The metrics tell the same story.
     match crate::client::get_plain(admin, "/metrics").await {
         Ok((status, text)) => {
             let v = |s: &str| crate::client::metric_value(&text, s).unwrap_or(-1.0);
             for (series, want) in [
-                ("hookgate_tls_handshakes_total{result=\"ok\"}", 1.0),
+                ("hookgate_tls_handshakes_total{result=\"ok\"}", 2.0),
                 (
                     "hookgate_tls_handshakes_total{result=\"no_client_cert\"}",
                     1.0,
                 ),
                 ("hookgate_requests_total{code=\"200\"}", 1.0),
+                ("hookgate_requests_total{code=\"403\"}", 1.0),
+                ("hookgate_signature_checks_total{result=\"valid\"}", 1.0),
+                ("hookgate_signature_checks_total{result=\"invalid\"}", 1.0),
             ] {
                 check(
                     status == StatusCode::OK && (v(series) - want).abs() < f64::EPSILON,

@@ -34,6 +34,18 @@ pub enum ProxyError {
     /// `shutdown.grace_period` ran out before the upstream answered.
     #[error("hookgate is shutting down; retry")]
     ShuttingDown,
+    /// `signature.mode: enforce` and the request carries no signature header.
+    #[error("the request has no {0} header")]
+    SignatureMissing(String),
+    /// `signature.mode: enforce` and no configured key verifies the signature.
+    #[error("the {0} signature does not verify against the configured keys")]
+    SignatureInvalid(String),
+    /// The body to be verified did not arrive within `upstream.request_timeout`.
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
+    /// The request body could not be read (malformed framing, or the client went away).
+    #[error("the request body could not be read: {0}")]
+    BadBody(String),
 }
 
 impl ProxyError {
@@ -46,6 +58,9 @@ impl ProxyError {
             Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::SignatureMissing(_) | Self::SignatureInvalid(_) => StatusCode::FORBIDDEN,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BadBody(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -59,6 +74,10 @@ impl ProxyError {
             Self::BodyTooLarge(_) => "body_too_large",
             Self::HeadersTooLarge(_) => "headers_too_large",
             Self::ShuttingDown => "shutting_down",
+            Self::SignatureMissing(_) => "signature_missing",
+            Self::SignatureInvalid(_) => "signature_invalid",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::BadBody(_) => "bad_request",
         }
     }
 
@@ -69,7 +88,13 @@ impl ProxyError {
             Self::UpstreamReset(_) => Some(UpstreamErrorKind::Reset),
             Self::UpstreamProtocol(_) => Some(UpstreamErrorKind::Other),
             Self::UpstreamTimeout(_) => Some(UpstreamErrorKind::Timeout),
-            Self::BodyTooLarge(_) | Self::HeadersTooLarge(_) | Self::ShuttingDown => None,
+            Self::BodyTooLarge(_)
+            | Self::HeadersTooLarge(_)
+            | Self::ShuttingDown
+            | Self::SignatureMissing(_)
+            | Self::SignatureInvalid(_)
+            | Self::BodyTimeout(_)
+            | Self::BadBody(_) => None,
         }
     }
 
@@ -79,7 +104,11 @@ impl ProxyError {
             Self::BodyTooLarge(_) => Some(RejectReason::BodyTooLarge),
             Self::HeadersTooLarge(_) => Some(RejectReason::HeadersTooLarge),
             Self::ShuttingDown => Some(RejectReason::ShuttingDown),
-            Self::UpstreamConnect(_)
+            Self::SignatureMissing(_) => Some(RejectReason::SignatureMissing),
+            Self::SignatureInvalid(_) => Some(RejectReason::SignatureInvalid),
+            Self::BodyTimeout(_)
+            | Self::BadBody(_)
+            | Self::UpstreamConnect(_)
             | Self::UpstreamReset(_)
             | Self::UpstreamProtocol(_)
             | Self::UpstreamTimeout(_) => None,
@@ -113,8 +142,14 @@ impl ProxyError {
     /// sending what was refused, and hookgate will not read all of it.
     pub fn closes_connection(&self) -> bool {
         match self {
-            Self::BodyTooLarge(_) | Self::HeadersTooLarge(_) | Self::ShuttingDown => true,
-            Self::UpstreamConnect(_)
+            Self::BodyTooLarge(_)
+            | Self::HeadersTooLarge(_)
+            | Self::ShuttingDown
+            | Self::BodyTimeout(_)
+            | Self::BadBody(_) => true,
+            Self::SignatureMissing(_)
+            | Self::SignatureInvalid(_)
+            | Self::UpstreamConnect(_)
             | Self::UpstreamReset(_)
             | Self::UpstreamProtocol(_)
             | Self::UpstreamTimeout(_) => false,
@@ -193,6 +228,16 @@ mod tests {
             (ProxyError::BodyTooLarge(1), 413, "body_too_large"),
             (ProxyError::HeadersTooLarge(1), 431, "headers_too_large"),
             (ProxyError::ShuttingDown, 503, "shutting_down"),
+            (
+                ProxyError::SignatureMissing("h".into()),
+                403,
+                "signature_missing",
+            ),
+            (
+                ProxyError::SignatureInvalid("h".into()),
+                403,
+                "signature_invalid",
+            ),
         ];
         for (e, status, code) in cases {
             assert_eq!(e.status().as_u16(), status);

@@ -21,6 +21,8 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod refusal_log;
 pub mod reload;
+pub mod send_test;
+pub mod signature;
 pub mod tls;
 pub mod upstream;
 
@@ -40,6 +42,7 @@ pub use tls::Material;
 pub struct Prepared {
     pub config: Config,
     pub material: Material,
+    pub signature: Arc<signature::SignatureCheck>,
     /// The files' hashes from just before they were read, so that a change made between
     /// loading and serving is still seen as a change.
     file_hashes: reload::Hashes,
@@ -54,12 +57,31 @@ pub fn prepare(path: &Path) -> Result<Prepared, ConfigErrors> {
 /// Loads the files that an already validated config names.
 pub fn prepare_config(config: Config) -> Result<Prepared, ConfigErrors> {
     let file_hashes = reload::hash_files(&config);
-    let material = Material::load(&config.tls, &config.source).map_err(ConfigErrors)?;
+    let (material, signature) = load_files(&config).map_err(ConfigErrors)?;
     Ok(Prepared {
         config,
         material,
+        signature,
         file_hashes,
     })
+}
+
+/// Loads and checks every file `config` names (certificates, keys, bundles, CRLs, signature
+/// keys), reporting all problems at once.
+pub(crate) fn load_files(
+    config: &Config,
+) -> Result<(Material, Arc<signature::SignatureCheck>), Vec<ConfigError>> {
+    let material = Material::load(&config.tls, &config.source);
+    let signature = signature::SignatureCheck::load(&config.signature, &config.source);
+    match (material, signature) {
+        (Ok(m), Ok(s)) => Ok((m, Arc::new(s))),
+        (m, s) => Err(m
+            .err()
+            .into_iter()
+            .flatten()
+            .chain(s.err().into_iter().flatten())
+            .collect()),
+    }
 }
 
 /// A running proxy.
@@ -117,11 +139,12 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
     let Prepared {
         config,
         material,
+        signature,
         file_hashes,
     } = prepared;
     let refusals = Arc::new(refusal_log::RefusalLog::default());
     let live = Arc::new(reload::LiveCell::new(
-        reload::Live::build(&config, &material, refusals.clone())
+        reload::Live::build(&config, &material, signature, refusals.clone())
             .map_err(|e| std::io::Error::other(format!("building the TLS config: {e}")))?,
     ));
     let metrics = Arc::new(

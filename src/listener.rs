@@ -234,6 +234,7 @@ async fn connection(
         peer,
         forwarded_for: proxy::forwarded_for(peer),
         activity: activity.clone(),
+        signature: live.signature.clone(),
     });
     let svc = service_fn(move |req| proxy::handle(req, ctx.clone()));
     let conn = state.http.serve_connection(TokioIo::new(tls), svc);

@@ -229,6 +229,10 @@ pub struct DemoPki {
     pub client: Leaf,
     pub server_ca: Ca,
     pub server: Leaf,
+    /// An RSA-2048 payload-signing key standing in for Wise's (PKCS#8 PEM) and its public
+    /// half (SPKI PEM).
+    pub signing_key_pem: String,
+    pub signing_public_pem: String,
 }
 
 impl DemoPki {
@@ -241,12 +245,15 @@ impl DemoPki {
         let client = intermediate.issue(&spec)?;
         let server_ca = Ca::root("Demo Server CA", "hookgate demo")?;
         let server = server_ca.issue(&LeafSpec::localhost_server())?;
+        let signing = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256)?;
         Ok(Self {
             root,
             intermediate,
             client,
             server_ca,
             server,
+            signing_key_pem: signing.serialize_pem(),
+            signing_public_pem: signing.public_key_pem(),
         })
     }
 }

@@ -19,10 +19,13 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::watch;
 
 use crate::access_log::{LoggedBody, RequestLog};
+use crate::config::SignatureMode;
 use crate::error::ProxyError;
 use crate::identity::IdentityHeaders;
 use crate::listener::Activity;
 use crate::metrics::Metrics;
+use crate::metrics::SignatureResult;
+use crate::signature::SignatureCheck;
 use crate::upstream::UpstreamClient;
 
 /// What hookgate sends back: the upstream's streamed body, or its own small JSON body.
@@ -47,6 +50,8 @@ pub struct ConnCtx {
     pub peer: SocketAddr,
     pub forwarded_for: HeaderValue,
     pub activity: Arc<Activity>,
+    /// The signature policy this connection was accepted with.
+    pub signature: Arc<SignatureCheck>,
 }
 
 /// Handles one request. Never fails: every error becomes a response, and every response is
@@ -192,12 +197,19 @@ async fn forward(
     parts.version = Version::HTTP_11;
 
     let overflow = Arc::new(Mutex::new(None));
-    let body = RequestBody {
-        inner: Some(body),
-        remaining: shared.max_body,
-        limit: shared.max_body,
-        overflow: overflow.clone(),
-        bytes: log.bytes_in.clone(),
+    let body = if ctx.signature.mode == SignatureMode::Off {
+        Either::Left(RequestBody {
+            inner: Some(body),
+            remaining: shared.max_body,
+            limit: shared.max_body,
+            overflow: overflow.clone(),
+            bytes: log.bytes_in.clone(),
+        })
+    } else {
+        let bytes = buffer_body(body, shared.max_body, shared.request_timeout).await?;
+        log.bytes_in.store(bytes.len() as u64, Ordering::Relaxed);
+        check_signature(ctx, &mut parts.headers, &bytes)?;
+        Either::Right(Full::new(bytes))
     };
     let upstream_req = Request::from_parts(parts, body);
 
@@ -230,6 +242,56 @@ async fn forward(
         .observe(upstream.as_secs_f64());
     strip_hop_by_hop(resp.headers_mut());
     Ok(resp.map(Either::Left))
+}
+
+/// Reads the whole body for the signature check: at most `limit` bytes, within `time`.
+/// Trailers are not kept (a buffered body is forwarded with a Content-Length).
+async fn buffer_body(body: Incoming, limit: u64, time: Duration) -> Result<Bytes, ProxyError> {
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ProxyError::BadBody(e.to_string()))?;
+            if let Some(d) = frame.data_ref() {
+                if (buf.len() + d.len()) as u64 > limit {
+                    return Err(ProxyError::BodyTooLarge(limit));
+                }
+                buf.extend_from_slice(d);
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(time, read).await {
+        Ok(Ok(())) => Ok(buf.freeze()),
+        Ok(Err(ProxyError::BodyTooLarge(l))) => {
+            discard(body);
+            Err(ProxyError::BodyTooLarge(l))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(ProxyError::BodyTimeout(time)),
+    }
+}
+
+/// Verifies the payload signature (SPEC `signature`): counts the result, refuses in `enforce`
+/// mode, or tells the app in `report` mode (the client's own `X-Signature-Verified` was
+/// already removed with the other reserved headers).
+fn check_signature(ctx: &ConnCtx, headers: &mut HeaderMap, body: &[u8]) -> Result<(), ProxyError> {
+    let check = &ctx.signature;
+    let result = check.verify(body, headers.get(&check.header).map(HeaderValue::as_bytes));
+    ctx.shared.metrics.signature_check(result);
+    match (check.mode, result) {
+        (SignatureMode::Enforce, SignatureResult::Missing) => {
+            Err(ProxyError::SignatureMissing(check.header.to_string()))
+        }
+        (SignatureMode::Enforce, SignatureResult::Invalid) => {
+            Err(ProxyError::SignatureInvalid(check.header.to_string()))
+        }
+        (SignatureMode::Report, r) => {
+            headers.insert(X_SIGNATURE_VERIFIED, HeaderValue::from_static(r.as_str()));
+            Ok(())
+        }
+        (SignatureMode::Enforce, SignatureResult::Valid) | (SignatureMode::Off, _) => Ok(()),
+    }
 }
 
 /// Resolves when the flag turns true; never if its sender is gone without setting it.
@@ -285,6 +347,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_DELIVERY_ID: HeaderName = HeaderName::from_static("x-delivery-id");
+const X_SIGNATURE_VERIFIED: HeaderName = HeaderName::from_static("x-signature-verified");
 
 /// Removes hop-by-hop fields: those RFC 9110 §7.6.1 names (Connection, Proxy-Connection,
 /// Keep-Alive, TE, Transfer-Encoding, Upgrade) and every field the Connection header lists.

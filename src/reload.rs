@@ -23,12 +23,14 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{Cidr, Config, HeaderConfig};
 use crate::metrics::{Metrics, ReloadResult};
 use crate::refusal_log::RefusalLog;
+use crate::signature::SignatureCheck;
 use crate::tls::Material;
 
 /// What a new connection is accepted with; swapped whole by a reload.
 pub struct Live {
     pub acceptor: TlsAcceptor,
     pub headers: HeaderConfig,
+    pub signature: Arc<SignatureCheck>,
     pub handshake_timeout: Duration,
     pub source_cidrs: Vec<Cidr>,
 }
@@ -37,12 +39,14 @@ impl Live {
     pub fn build(
         config: &Config,
         material: &Material,
+        signature: Arc<SignatureCheck>,
         refusals: Arc<RefusalLog>,
     ) -> Result<Self, rustls::Error> {
         let server_config = material.server_config(&config.tls, &config.clients, refusals)?;
         Ok(Self {
             acceptor: TlsAcceptor::from(server_config),
             headers: config.headers,
+            signature,
             handshake_timeout: config.tls.handshake_timeout,
             source_cidrs: config.clients.source_cidrs.clone(),
         })
@@ -160,8 +164,8 @@ impl Reloader {
     fn try_reload(&self, running: &Config) -> Result<(Config, Material), String> {
         let new = Config::load(&running.source).map_err(|e| e.to_string())?;
         let config = merge_live(running, new);
-        let material = Material::load(&config.tls, &config.source).map_err(|e| join_errors(&e))?;
-        let live = Live::build(&config, &material, self.refusals.clone())
+        let (material, signature) = crate::load_files(&config).map_err(|e| join_errors(&e))?;
+        let live = Live::build(&config, &material, signature, self.refusals.clone())
             .map_err(|e| format!("building the TLS config: {e}"))?;
         self.live.set(live);
         Ok((config, material))
@@ -205,7 +209,7 @@ impl Reloader {
 }
 
 /// The running config with the sections that can change live taken from `new`: `tls` (every
-/// file, CRL settings, depth, versions, timeouts), `clients` and `headers`. Others need new
+/// file, CRL settings, depth, versions, timeouts), `clients`, `headers` and `signature`. Others need new
 /// sockets, pools or subscribers; a change there is logged and left for a restart.
 fn merge_live(running: &Config, new: Config) -> Config {
     let mut merged = running.clone();
@@ -243,6 +247,7 @@ fn merge_live(running: &Config, new: Config) -> Config {
     merged.tls = new.tls;
     merged.clients = new.clients;
     merged.headers = new.headers;
+    merged.signature = new.signature;
     merged
 }
 
@@ -263,6 +268,10 @@ fn files_of(config: &Config) -> Vec<PathBuf> {
     ];
     files.extend(config.tls.client_ca.iter().cloned());
     files.extend(config.tls.crl.iter().cloned());
+    files.extend(config.signature.keys.iter().filter_map(|k| match k {
+        crate::config::SignatureKeySource::File(p) => Some(p.clone()),
+        _ => None,
+    }));
     files
 }
 

@@ -19,7 +19,11 @@ use tokio::net::{TcpStream, UnixStream};
 use crate::config::{UpstreamConfig, UpstreamTarget};
 use crate::proxy::RequestBody;
 
-pub type UpstreamClient = Client<UpstreamConnector, RequestBody>;
+/// What goes upstream: the client's body streamed through, or (when the signature is checked)
+/// the body as read.
+pub type UpstreamBody = http_body_util::Either<RequestBody, http_body_util::Full<bytes::Bytes>>;
+
+pub type UpstreamClient = Client<UpstreamConnector, UpstreamBody>;
 
 /// Builds the pooled client. Idle upstream connections are kept for 60 s, under the 75 s and
 /// longer keep-alive timeouts that common app servers use, so the pool rarely hands out a

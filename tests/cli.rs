@@ -455,6 +455,15 @@ fn demo_self_test_passes() {
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("self-test passed"), "{t}");
     assert!(t.contains("curl --cacert"), "prints a curl line: {t}");
+    assert!(
+        t.contains("hookgate send-test --url"),
+        "prints a send-test line: {t}"
+    );
+    assert!(
+        t.contains("ok   signed delivery with a client certificate: POST /webhook -> 200"),
+        "{t}"
+    );
+    assert!(t.contains("ok   tampered delivery: -> 403"), "{t}");
     assert!(!t.contains("FAIL"), "{t}");
 }
 
