@@ -120,6 +120,18 @@ CUSTOM_SCHEMAS = {
             }, ["server", "privateKeySecretRef", "solvers"]),
         }, ["acme"]),
     }, ["apiVersion", "kind", "metadata", "spec"]),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): obj({
+        "apiVersion": STR, "kind": STR, "metadata": METADATA,
+        "spec": obj({
+            "groups": {"type": "array", "minItems": 1, "items": obj({
+                "name": STR, "interval": DURATION,
+                "rules": {"type": "array", "minItems": 1, "items": obj({
+                    "alert": STR, "record": STR, "expr": STR, "for": DURATION,
+                    "labels": LABELS, "annotations": LABELS,
+                }, ["expr"])},
+            }, ["name", "rules"])},
+        }, ["groups"]),
+    }, ["apiVersion", "kind", "metadata", "spec"]),
     ("monitoring.coreos.com/v1", "PodMonitor"): obj({
         "apiVersion": STR, "kind": STR, "metadata": METADATA,
         "spec": obj({
