@@ -23,8 +23,10 @@ pub struct RequestLog {
     pub peer: SocketAddr,
     pub identity: Arc<IdentityHeaders>,
     pub method: Method,
-    /// The path without the query string: queries may carry tokens that do not belong in logs.
-    pub path: String,
+    /// The request target; only its path is logged (queries may carry tokens that do not
+    /// belong in logs). Kept as the `Uri` (a reference-counted clone) so that nothing is
+    /// copied unless a line is written.
+    pub uri: http::Uri,
     pub status: StatusCode,
     pub request_id: Option<HeaderValue>,
     pub delivery_id: Option<HeaderValue>,
@@ -54,7 +56,7 @@ impl RequestLog {
             tracing::info!(
                 target: "hookgate::access",
                 peer = %self.peer, client_cn = cn, client_cert = cert,
-                method = %self.method, path = %self.path, status = self.status.as_u16(),
+                method = %self.method, path = self.uri.path(), status = self.status.as_u16(),
                 bytes_in, bytes_out, upstream_ms = ms(up), total_ms,
                 request_id = rid, delivery_id = did, complete,
                 "request"
@@ -63,7 +65,7 @@ impl RequestLog {
             tracing::info!(
                 target: "hookgate::access",
                 peer = %self.peer, client_cn = cn, client_cert = cert,
-                method = %self.method, path = %self.path, status = self.status.as_u16(),
+                method = %self.method, path = self.uri.path(), status = self.status.as_u16(),
                 bytes_in, bytes_out, total_ms,
                 request_id = rid, delivery_id = did, complete,
                 "request"

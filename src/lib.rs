@@ -207,6 +207,9 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
     tracing::info!(
         listen = %local_addr,
         admin = %admin_addr,
+        // tokio sizes its pool from std's available_parallelism, which honours the CPU
+        // affinity mask and the cgroup (v1 and v2) CPU quota, i.e. the container's limit.
+        workers = tokio::runtime::Handle::current().metrics().num_workers(),
         upstream = %config.upstream.target,
         "hookgate listening"
     );

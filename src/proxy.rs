@@ -66,7 +66,7 @@ pub async fn handle(
         peer: ctx.peer,
         identity: ctx.identity.clone(),
         method: req.method().clone(),
-        path: req.uri().path().to_owned(),
+        uri: req.uri().clone(),
         status: StatusCode::OK,
         request_id: None,
         delivery_id: req.headers().get(X_DELIVERY_ID).cloned(),
@@ -304,7 +304,9 @@ async fn flag_set(rx: &mut watch::Receiver<bool>) {
 /// Bytes in the request head as it came over HTTP/1 (request line and fields); for HTTP/2 the
 /// same measure of the decoded header list.
 fn head_size(parts: &http::request::Parts) -> usize {
-    let line = parts.method.as_str().len() + parts.uri.to_string().len() + 12;
+    let target = parts.uri.authority().map_or(0, |a| a.as_str().len())
+        + parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let line = parts.method.as_str().len() + target + 12;
     parts
         .headers
         .iter()
