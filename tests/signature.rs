@@ -31,7 +31,12 @@ struct Vector {
 fn vectors() -> Vec<Vector> {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/wise/signature-test-vectors.md");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} (the shared folder beside the repository): {e}",
+            path.display()
+        )
+    });
     let mut out = Vec::new();
     let mut name = String::new();
     let mut lines = text.lines().peekable();
