@@ -18,6 +18,7 @@ NAMES = {
     "A": "A: upstream direct (plain HTTP)",
     "B": "B: hookgate",
     "Bi": "B: hookgate, access log on (`log.level: info`)",
+    "B2": "B2: hookgate, second build",
     "C": "C: nginx",
     "Ci": "C: nginx, access log on",
     "D": "D: haproxy",
@@ -85,6 +86,11 @@ def spread(t):
     return "–" if m is None else f"{m:,.0f} ({lo:,.0f}–{hi:,.0f})"
 
 
+def kernel_share(R, scen, t):
+    v = med([r["proxy_sys"] / r["proxy_cpu"] for r in R.runs(scen, t) if r.get("proxy_cpu") and "proxy_sys" in r])
+    return "–" if v is None else f"{v:.0%}"
+
+
 def table(head, rows):
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(" --- " for _ in head) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -93,6 +99,8 @@ def table(head, rows):
 
 def render(res, env):
     R = res
+    if env.get("b2"):
+        NAMES["B2"] = f"B2: hookgate, {env.get('b2_label') or env['b2']}"
     o = []
     rounds = max((r["round"] for r in R.recs if r["scenario"] == "ka"), default=0)
     o.append(
@@ -101,7 +109,8 @@ def render(res, env):
         f"({env.get('openssl')}), haproxy {env.get('haproxy')}, {env.get('oha')}, {env.get('rustc')}. "
         f"{rounds} round(s) of {env.get('duration')} s per load run"
         + (" (**quick mode: not for comparison**)" if env.get("quick") else "")
-        + f"; hookgate ran {env.get('hookgate_workers', '?')} tokio worker thread(s) on its one core. "
+        + f"; pinned to one core, `nproc` says {env.get('nproc_pinned', '?')} and hookgate ran "
+        f"{env.get('hookgate_workers_end', env.get('hookgate_workers', '?'))} tokio worker thread(s) (counted at the end of the load runs). "
         f"Load average at start {' '.join(env.get('loadavg_start', []))}, at end {' '.join(env.get('loadavg_end', []))}; "
         f"the whole run took {env.get('elapsed_s', 0) // 60} min {env.get('elapsed_s', 0) % 60} s."
     )
@@ -112,24 +121,25 @@ def render(res, env):
     haproxy_pc = R.per_core("ka", "D")[0]
     a_rps = R.m("ka", "A", "rps")
     rows = []
-    for t in ["A", "B", "C", "D", "Bi", "Ci"]:
+    for t in ["A", "B", "B2", "C", "D", "Bi", "Ci"]:
         if not R.has("ka", t):
             continue
         pc = R.per_core("ka", t) if t != "A" else (None, None, None)
         rows.append([
             NAMES[t], f0(R.m("ka", t, "rps")), ms(R.m("ka", t, "p50")), ms(R.m("ka", t, "p99")),
             f"{R.m('ka', t, 'cpu_proxy_core_busy') or 0:.0%}" if t != "A" else "–",
+            kernel_share(R, "ka", t) if t != "A" else "–",
             spread(pc) if t != "A" else "–",
             ratio(pc[0], nginx_pc) if t != "A" else "–",
             ratio(R.m("ka", t, "rps"), a_rps),
         ])
-    o.append(table(["", "req/s", "p50", "p99", "proxy core busy", "req per proxy core-s (min–max)", "per core-s vs nginx", "req/s vs direct"], rows))
+    o.append(table(["", "req/s", "p50", "p99", "proxy core busy", "of it in the kernel", "req per proxy core-s (min–max)", "per core-s vs nginx", "req/s vs direct"], rows))
 
     # Fixed rate.
     o.append("\n### Latency at a fixed 2,000 req/s (`oha -c 16 -q 2000 --latency-correction`)\n")
     a50, a99 = R.m("rate", "A", "p50"), R.m("rate", "A", "p99")
     rows = []
-    for t in ["A", "B", "C", "D"]:
+    for t in ["A", "B", "B2", "C", "D"]:
         if not R.has("rate", t):
             continue
         p50, p99 = R.m("rate", t, "p50"), R.m("rate", t, "p99")
@@ -146,7 +156,7 @@ def render(res, env):
     o.append("\n### HTTP/2 (`oha --http2 -c 4 -p 16`: 4 connections × 16 streams)\n")
     n2 = R.per_core("h2", "C")[0]
     rows = []
-    for t in ["B", "C", "D"]:
+    for t in ["B", "B2", "C", "D"]:
         if R.has("h2", t):
             pc = R.per_core("h2", t)
             rows.append([NAMES[t], f0(R.m("h2", t, "rps")), ms(R.m("h2", t, "p50")), ms(R.m("h2", t, "p99")),
@@ -158,7 +168,7 @@ def render(res, env):
         o.append(f"\n### Full mTLS handshakes, {title} (`oha --disable-keepalive -c 32`: TCP + TLS 1.3 + one GET per connection, no resumption)\n")
         nh = R.per_core(scen, "C")[0]
         rows = []
-        for t in ["B", "C", "D"]:
+        for t in ["B", "B2", "C", "D"]:
             if R.has(scen, t):
                 pc = R.per_core(scen, t)
                 rows.append([NAMES[t], f0(R.m(scen, t, "rps")), ms(R.m(scen, t, "p50")),
@@ -173,7 +183,7 @@ def render(res, env):
     np_ = R.per_core("post", "C", mib)[0]
     a_post = R.m("post", "A", "rps")
     rows = []
-    for t in ["A", "B", "C", "D"]:
+    for t in ["A", "B", "B2", "C", "D"]:
         if R.has("post", t):
             pc = R.per_core("post", t, mib) if t != "A" else (None, None, None)
             rows.append([NAMES[t], f1(R.m("post", t, "rps")), f0((R.m("post", t, "rps") or 0) * mib) + " MiB/s",
@@ -190,7 +200,7 @@ def render(res, env):
         o.append("\n### Memory with idle mTLS connections (fresh process; each connection did a handshake and one GET, then stays open)\n")
         rows = []
         per = {}
-        for t in ["B", "C", "D"]:
+        for t in ["B", "B2", "C", "D"]:
             row = [NAMES[t]]
             rs = [r for r in idle if r["target"] == t]
             if not rs:
@@ -204,7 +214,7 @@ def render(res, env):
                 per[(t, n)] = pc
                 row += [f1(held / 1024) + " MiB", f1(pc) + " KiB" + (f" ({fails} failed)" if fails else "")]
             rows.append(row)
-        for row, t in zip(rows, [t for t in ["B", "C", "D"] if any(r["target"] == t for r in idle)]):
+        for row, t in zip(rows, [t for t in ["B", "B2", "C", "D"] if any(r["target"] == t for r in idle)]):
             n = sizes[-1]
             row.append(ratio(per.get((t, n)), per.get(("C", n))))
         head = ["", "RSS before"]
@@ -220,10 +230,10 @@ def render(res, env):
     if st:
         o.append("\n### Start-up (spawn → ready; a fresh process, polled every 0.5 ms)\n")
         rows = []
-        for t in ["B", "C", "D"]:
+        for t in ["B", "B2", "C", "D"]:
             rs = [r for r in st if r["target"] == t]
             if rs:
-                rows.append([NAMES[t], ms(med([r.get("ready_ms") and r["ready_ms"] / 1000 for r in rs])) if t == "B" else "–",
+                rows.append([NAMES[t], ms(med([r.get("ready_ms") and r["ready_ms"] / 1000 for r in rs])) if t in ("B", "B2") else "–",
                              ms(med([r.get("first_ok_ms") and r["first_ok_ms"] / 1000 for r in rs])),
                              f1(med([r.get("rss_kib") for r in rs]) / 1024) + " MiB"])
         o.append(table(["", "`/readyz` 200", "first proxied mTLS 200", "RSS after start"], rows))
@@ -302,7 +312,10 @@ def main():
         with open(out_md, "w") as f:
             f.write("<!-- Generated by bench/run from bench/results.jsonl; do not edit. -->\n\n" + md)
     if splice:
-        text = open(splice).read()
+        try:
+            text = open(splice).read()
+        except FileNotFoundError:
+            text = "# Benchmarks\n"
         if BEGIN in text and END in text:
             head, rest = text.split(BEGIN, 1)
             _, tail = rest.split(END, 1)
