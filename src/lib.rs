@@ -204,6 +204,13 @@ pub async fn start(prepared: Prepared) -> std::io::Result<Server> {
     tokio::spawn(reload::watch_files(reloader.clone(), watcher, rx.clone()));
     let task = tokio::spawn(listener::serve(listener, state, rx, grace, grace_over_tx));
     health.set_serving();
+    // aws-lc seeds its entropy pool (CPU-jitter collection, ~40 ms) on the first use of
+    // randomness. Do it now, off the request path, so that the first webhook after a start
+    // or a rollout does not pay for it.
+    tokio::task::spawn_blocking(|| {
+        use aws_lc_rs::rand::SecureRandom as _;
+        let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut [0u8; 1]);
+    });
     tracing::info!(
         listen = %local_addr,
         admin = %admin_addr,

@@ -33,6 +33,22 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// The provider's suites with TLS 1.3 AES-128-GCM/SHA-256 first. Senders are servers with AES
+/// instructions, where AES-128-GCM is the cheapest AEAD, and SHA-256 makes the TLS 1.3 key
+/// schedule cheaper than AES-256-GCM's SHA-384 (about a fifth of a full handshake's
+/// instructions went to SHA-384). All three TLS 1.3 suites and the same TLS 1.2 suites stay
+/// offered (Mozilla "intermediate" allows each); only the preference changes.
+fn server_suite_order(mut provider: CryptoProvider) -> CryptoProvider {
+    use rustls::CipherSuite as S;
+    provider.cipher_suites.sort_by_key(|s| match s.suite() {
+        S::TLS13_AES_128_GCM_SHA256 => 0,
+        S::TLS13_AES_256_GCM_SHA384 => 1,
+        S::TLS13_CHACHA20_POLY1305_SHA256 => 2,
+        _ => 3,
+    });
+    provider
+}
+
 /// A summary of a certificate for `hookgate check` and logs.
 #[derive(Debug, Clone)]
 pub struct CertSummary {
@@ -380,11 +396,15 @@ impl Material {
             TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
             TlsVersion::V1_3 => &[&rustls::version::TLS13],
         };
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)?
-            .with_client_cert_verifier(verifier)
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified.clone())));
+        let mut config = ServerConfig::builder_with_provider(Arc::new(server_suite_order(
+            provider.as_ref().clone(),
+        )))
+        .with_protocol_versions(versions)?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.certified.clone())));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // The server's suite order wins (see `server_suite_order`).
+        config.ignore_client_order = true;
         if cfg.session_resumption {
             // Explicit rather than relying on the default, because the reload rule above
             // depends on the cache being new with every config.
