@@ -36,27 +36,7 @@ enum Command {
     },
     /// Act as the webhook sender: POST a Wise-shaped test notification with a client
     /// certificate (and a signature when given a key); print the status and timing.
-    SendTest {
-        /// Where to send it, e.g. https://webhooks.example.com/wise
-        #[arg(long)]
-        url: String,
-        /// Client certificate chain (PEM), as Wise presents it.
-        #[arg(long, value_name = "FILE")]
-        cert: Option<PathBuf>,
-        /// The client certificate's private key (PEM).
-        #[arg(long, value_name = "FILE")]
-        key: Option<PathBuf>,
-        /// CA that issued the server's certificate (default: the system's trusted roots).
-        #[arg(long, value_name = "FILE")]
-        ca: Option<PathBuf>,
-        /// Event type: transfers#state-change, transfers#active-cases, balances#credit,
-        /// balances#update.
-        #[arg(long, default_value = "transfers#state-change")]
-        event: String,
-        /// RSA private key (PEM) to sign the body with, as X-Signature-SHA256.
-        #[arg(long, value_name = "FILE")]
-        sign_key: Option<PathBuf>,
-    },
+    SendTest(crate::send_test::Options),
     /// Run a throwaway PKI, an echo upstream and the proxy on 127.0.0.1.
     Demo {
         /// Send test requests through, check what the upstream received, exit 0 or 1.
@@ -87,22 +67,8 @@ pub fn main() -> i32 {
             }
             None => EXIT_CONFIG,
         },
-        Command::SendTest {
-            url,
-            cert,
-            key,
-            ca,
-            event,
-            sign_key,
-        } => match runtime() {
-            Ok(rt) => rt.block_on(crate::send_test::run(crate::send_test::Options {
-                url,
-                cert,
-                key,
-                ca,
-                event,
-                sign_key,
-            })),
+        Command::SendTest(opts) => match runtime() {
+            Ok(rt) => rt.block_on(crate::send_test::run(opts)),
             Err(e) => {
                 eprintln!("error: cannot start the runtime: {e}");
                 EXIT_RUNTIME

@@ -16,14 +16,27 @@ use rustls::{AlertDescription, CertificateError, RootCertStore};
 
 use crate::cli::{EXIT_CONFIG, EXIT_RUNTIME};
 
-/// What `send-test` was asked to do.
-#[derive(Debug, Clone)]
+/// What `send-test` was asked to do (its command-line arguments).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// Where to send it, e.g. https://webhooks.example.com/wise
+    #[arg(long)]
     pub url: String,
+    /// Client certificate chain (PEM), as Wise presents it.
+    #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// CA that issued the server's certificate (default: the system's trusted roots).
+    #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// Event type: transfers#state-change, transfers#active-cases, balances#credit,
+    /// balances#update.
+    #[arg(long, default_value = "transfers#state-change")]
     pub event: String,
+    /// RSA private key (PEM) to sign the body with, as X-Signature-SHA256.
+    #[arg(long, value_name = "FILE")]
     pub sign_key: Option<PathBuf>,
 }
 
